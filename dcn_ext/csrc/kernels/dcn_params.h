@@ -1,0 +1,45 @@
+// Framework-free description of one modulated deformable convolution call.
+// Shared by the PyTorch host (dcn_ext) and the TensorRT host (trt_plugin): both fill
+// these structs from their own tensor types and call the launchers in the kernel headers.
+#pragma once
+
+#include <cstdint>
+
+namespace dcn {
+
+struct ConvGeometry {
+  int batch;
+  int in_channels;
+  int height;
+  int width;
+  int out_channels;
+  int kernel_h;
+  int kernel_w;
+  int stride_h;
+  int stride_w;
+  int pad_h;
+  int pad_w;
+  int dilation_h;
+  int dilation_w;
+  int groups;
+  int deformable_groups;
+  int out_height;  // (height + 2*pad_h - (dilation_h*(kernel_h-1)+1)) / stride_h + 1
+  int out_width;
+};
+
+// All tensors NCHW contiguous. offset: [N, 2*dg*kh*kw, Ho, Wo] (dy, dx per tap, row-major
+// taps); mask: [N, dg*kh*kw, Ho, Wo]; weight: [Cout, Cin/groups, kh, kw]; bias: [Cout] or
+// nullptr; output: [N, Cout, Ho, Wo]. Offsets and mask share T with the input; sampling
+// coordinates, interpolation and accumulation are always fp32 (or fp64 for double).
+template <typename T>
+struct ForwardArgs {
+  const T* input;
+  const T* offset;
+  const T* mask;
+  const T* weight;
+  const T* bias;
+  T* output;
+  ConvGeometry geometry;
+};
+
+}  // namespace dcn
