@@ -94,8 +94,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         loaded = _load_command(name)
         if isinstance(loaded, _Unavailable):
             sub = subparsers.add_parser(name, help=loaded.help, description=loaded.help)
-            # accept anything so that the user sees the plain "not delivered" message
-            sub.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+            # any option is accepted (see main) so that the user sees the plain message
             sub.set_defaults(_unavailable=loaded)
         else:
             help_line = getattr(loaded, "HELP", None)
@@ -128,7 +127,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     try:
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown and not hasattr(args, "_unavailable"):
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     except SystemExit as exit_:  # --help, --version, usage errors
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
 
