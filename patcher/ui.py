@@ -10,6 +10,7 @@ so ``centernet-patch doctor > report.txt`` keeps only the report.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from typing import Iterator, List, Optional, Sequence
 
@@ -87,6 +88,9 @@ class UI:
         # Console(file=None) looks sys.stdout/sys.stderr up at each write, which keeps
         # output capturable by tests that swap them.
         self.console = console or Console(highlight=False, soft_wrap=False)
+        if console is None and not self.console.is_terminal and "COLUMNS" not in os.environ:
+            # logs and pipes: rich's default of 80 columns folds paths in tables
+            self.console.width = 120
         # soft_wrap: messages are never broken mid-line (they are read and grepped in CI logs)
         self.err_console = err_console or Console(stderr=True, highlight=False, soft_wrap=True)
         self.sink = ConsoleSink(self)
