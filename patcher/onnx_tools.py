@@ -139,7 +139,7 @@ def _raise_default_opset(model: onnx.ModelProto, target: int) -> None:
 
 def set_metadata(model: onnx.ModelProto, metadata: Mapping[str, Any]) -> None:
     """Stores ``metadata`` in the model's metadata_props (replacing earlier values)."""
-    entries = {METADATA_KEY: json.dumps(dict(metadata), sort_keys=True)}
+    entries = {METADATA_KEY: json.dumps(dict(metadata))}  # key order = head order
     for key, value in metadata.items():
         entries[key] = value if isinstance(value, str) else json.dumps(value)
     kept = [p for p in model.metadata_props if p.key not in entries]
