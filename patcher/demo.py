@@ -50,7 +50,7 @@ class HeadError:
     name: str
     max_abs: float
     max_rel: float
-    tolerance: Any
+    tolerance: str
     passed: bool
 
 
@@ -123,6 +123,12 @@ def _describe(value: Any) -> str:
         if isinstance(found, str) and found:
             return found
     return ""
+
+
+def _tolerance_text(tolerance: Any) -> str:
+    if hasattr(tolerance, "atol") and hasattr(tolerance, "rtol"):
+        return f"atol {tolerance.atol:g} + rtol {tolerance.rtol:g}"
+    return str(tolerance)
 
 
 def _short_list(items: List[str], limit: int = 4) -> str:
@@ -216,8 +222,11 @@ def run_demo(workdir: Path = DEFAULT_WORKDIR, *, task: str = DEFAULT_TASK,
     def verify() -> str:
         verify_core = _core("verify", "verify")
         result = verify_core(state["onnx"], tree=state["tree"], sink=sink)
-        report.heads = [HeadError(h.name, float(h.max_abs), float(h.max_rel), h.tolerance,
-                                  bool(h.passed)) for h in result.heads]
+        report.heads = [HeadError(h.name, float(h.max_abs), float(h.max_rel),
+                                  _tolerance_text(h.tolerance), bool(h.passed))
+                        for h in result.heads]
+        if getattr(result, "report_path", None):
+            report.outputs["verification report"] = Path(result.report_path)
         report.detections_match = getattr(result, "detections_match", None)
         worst = max(report.heads, key=lambda h: h.max_abs, default=None)
         detail = (f"{sum(h.passed for h in report.heads)}/{len(report.heads)} heads within "
