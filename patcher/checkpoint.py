@@ -28,6 +28,7 @@ _OPTIONAL_KEY_SUFFIXES = ("num_batches_tracked",)
 _LISTED_KEYS = 12
 # The phrase torch puts in the error when weights_only refuses a global.
 _WEIGHTS_ONLY_MARKER = "Weights only load failed"
+_REFUSED_GLOBAL_MARKER = "Unsupported global"
 
 
 @dataclass(frozen=True)
@@ -58,11 +59,11 @@ def load_checkpoint(path: Path, *, trust: bool = False) -> Checkpoint:
         raw = torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as error:
         # torch reports both "needs full unpickling" and plain garbage as UnpicklingError;
-        # only the former carries its weights-only marker.
-        if trust or _WEIGHTS_ONLY_MARKER not in str(error):
-            raise _unreadable(path, error) from error
+        # only the former names a global that its weights-only unpickler refused.
         reason = next((line.strip() for line in str(error).splitlines()
-                       if "Unsupported" in line), "objects other than tensors")
+                       if _REFUSED_GLOBAL_MARKER in line), None)
+        if trust or _WEIGHTS_ONLY_MARKER not in str(error) or reason is None:
+            raise _unreadable(path, error) from error
         reason = reason.split(" was not an allowed")[0].replace("WeightsUnpickler error: ", "")
         raise CheckpointError(
             f"checkpoint {path} needs full unpickling to load ({reason}); unpickling can run "
