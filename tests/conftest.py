@@ -79,3 +79,12 @@ def upstream(tmp_path_factory) -> Upstream:
     bare = base / "CenterNet.git"
     git(base, "clone", "-q", "--bare", str(work), str(bare))
     return Upstream(url=bare.as_uri(), bare=bare, commits=[first, second], branch=branch)
+
+
+@pytest.fixture(autouse=True)
+def plain_console(monkeypatch):
+    """CLI output in tests: no colour codes, 120 columns (UI's default off a terminal),
+    whatever the CI runner's environment says."""
+    for name in ("COLUMNS", "LINES", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE",
+                 "CLICOLOR_FORCE"):
+        monkeypatch.delenv(name, raising=False)
