@@ -1,0 +1,240 @@
+"""GPU check of the plugin object itself, without TensorRT: numerics and batch consistency.
+
+Runs the C++ harness (tools/dcnv2Harness.cpp, built with -DDCN_BUILD_HARNESS=ON) on inputs
+made here with torch, and compares what the plugin wrote with the float64 reference written
+from the math (dcn_ext/reference.py), for fp32, fp16 and bf16, at batch 3 and for each image
+of that batch alone (which must give the same bits: nothing mixes images).
+
+    python trt_plugin/tools/gpu_check.py --build BUILD_DIR --work DIR [--json OUT.json]
+        [--sanitizer]
+
+--sanitizer also runs compute-sanitizer (memcheck, initcheck) over small cases. Exit status
+0 when every case is within tolerance, batch-consistent and sanitizer-clean.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from dcn_ext.contract import CONTRACT  # noqa: E402
+from dcn_ext.reference import modulated_deform_conv2d_reference  # noqa: E402
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# Max |plugin - reference| allowed, relative to max |reference| of the case. fp32 keeps
+# fp32 accumulation; fp16/bf16 round the inputs (the reference sees the same rounded
+# inputs) and the output, so their bound is a few output ulps.
+TOLERANCE = {"float32": 2e-5, "float16": 4e-3, "bfloat16": 2.5e-2}
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    channels: int
+    out_channels: int
+    height: int
+    width: int
+    kernel: Tuple[int, int]
+    stride: Tuple[int, int]
+    padding: Tuple[int, int]
+    dilation: Tuple[int, int]
+    groups: int
+    deformable_group: int
+    bias: bool
+    offset_scale: float
+
+
+CASES = [
+    # CenterNet's DCN layers: 3x3, stride 1, padding 1 (DLA-34 up-path and ResNet-DCN heads).
+    Case("centernet_3x3", 64, 64, 24, 20, (3, 3), (1, 1), (1, 1), (1, 1), 1, 1, True, 2.0),
+    # Everything non-default at once: pairs that differ per axis, groups, dg, no bias,
+    # offsets big enough to leave the image.
+    Case("mixed_no_bias", 12, 6, 13, 17, (3, 2), (2, 1), (1, 0), (2, 1), 3, 2, False, 6.0),
+    # Wider channels (the implicit-GEMM path where the kernel header takes it).
+    Case("wide_128", 128, 128, 16, 16, (3, 3), (1, 1), (1, 1), (1, 1), 1, 1, True, 1.5),
+]
+SANITIZER_CASES = [
+    Case("sanitize_small", 8, 8, 7, 9, (3, 3), (1, 1), (1, 1), (1, 1), 1, 1, True, 3.0),
+    Case("sanitize_grouped", 8, 4, 9, 6, (3, 3), (2, 2), (1, 1), (1, 1), 2, 2, False, 3.0),
+]
+BATCH = 3
+
+
+def field_specs(case: Case) -> Dict[str, str]:
+    values = {
+        "stride": case.stride,
+        "padding": case.padding,
+        "dilation": case.dilation,
+        "groups": (case.groups,),
+        "deformable_group": (case.deformable_group,),
+    }
+    missing = set(CONTRACT.attributes) - set(values)
+    if missing:
+        raise SystemExit(f"contract attributes this check does not fill: {sorted(missing)}")
+    return {name: ",".join(str(v) for v in values[name]) for name in CONTRACT.attributes}
+
+
+def make_inputs(case: Case, dtype: torch.dtype, seed: int) -> Dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    kh, kw = case.kernel
+    out_h = (case.height + 2 * case.padding[0] - (case.dilation[0] * (kh - 1) + 1)) // case.stride[0] + 1
+    out_w = (case.width + 2 * case.padding[1] - (case.dilation[1] * (kw - 1) + 1)) // case.stride[1] + 1
+    taps = kh * kw * case.deformable_group
+    names = CONTRACT.inputs
+    tensors = {
+        names[0]: torch.randn(BATCH, case.channels, case.height, case.width, generator=g),
+        names[1]: torch.randn(BATCH, 2 * taps, out_h, out_w, generator=g) * case.offset_scale,
+        names[2]: torch.rand(BATCH, taps, out_h, out_w, generator=g),
+        names[3]: torch.randn(case.out_channels, case.channels // case.groups, kh, kw, generator=g)
+        / (case.channels * kh * kw / case.groups) ** 0.5,
+    }
+    if case.bias:
+        tensors[names[4]] = torch.randn(case.out_channels, generator=g)
+    # Round once to the run's dtype: the plugin and the reference see the same numbers.
+    return {k: v.to(dtype) for k, v in tensors.items()}
+
+
+def raw_bytes(t: torch.Tensor) -> bytes:
+    return t.contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b""
+
+
+def from_raw(data: bytes, dtype: torch.dtype, shape: Sequence[int]) -> torch.Tensor:
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8).view(dtype).reshape(*shape)
+
+
+def write_case(directory: Path, case: Case, dtype_name: str, inputs: Dict[str, torch.Tensor]) -> List[str]:
+    """Writes case.txt and the raw inputs; problems: the batch, then each image alone."""
+    directory.mkdir(parents=True, exist_ok=True)
+    lines = [f"dtype {dtype_name}"]
+    lines += [f"field {name}={value}" for name, value in field_specs(case).items()]
+    problems = [("batch", slice(0, BATCH))] + [(f"image{i}", slice(i, i + 1)) for i in range(BATCH)]
+    batched = set(CONTRACT.inputs[:3])  # input, offset, mask carry the batch dim
+    for problem, rows in problems:
+        lines.append(f"problem {problem}")
+        for name, tensor in inputs.items():
+            part = tensor[rows] if name in batched else tensor
+            lines.append(f"input {name} " + " ".join(str(d) for d in part.shape))
+            (directory / f"{problem}.{name}.bin").write_bytes(raw_bytes(part))
+    (directory / "case.txt").write_text("\n".join(lines) + "\n")
+    return [p for p, _ in problems]
+
+
+def run_harness(harness: Path, library: Path, directory: Path, sanitizer: Optional[str] = None) -> dict:
+    command = [str(harness), "run", str(library), str(directory)]
+    if sanitizer:
+        command = ["compute-sanitizer", f"--tool={sanitizer}", "--error-exitcode=9"] + command
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    result = {"returncode": done.returncode, "seconds": round(time.perf_counter() - started, 2)}
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    result["harness"] = json.loads(lines[-1]) if lines else None
+    if done.returncode != 0:
+        result["stderr_tail"] = (done.stdout + done.stderr)[-3000:]
+    elif sanitizer:
+        summary = [line for line in (done.stdout + done.stderr).splitlines() if "ERROR SUMMARY" in line]
+        result["sanitizer_summary"] = summary[-1].strip() if summary else "(no summary line)"
+    return result
+
+
+def check_case(harness: Path, library: Path, work: Path, case: Case, dtype_name: str, seed: int) -> dict:
+    dtype = DTYPES[dtype_name]
+    inputs = make_inputs(case, dtype, seed)
+    directory = work / f"{case.name}_{dtype_name}"
+    problems = write_case(directory, case, dtype_name, inputs)
+    run = run_harness(harness, library, directory)
+    report = {"case": case.name, "dtype": dtype_name, "returncode": run["returncode"]}
+    if run["returncode"] != 0 or not run["harness"] or not run["harness"]["ok"]:
+        report["ok"] = False
+        report["failure"] = run
+        return report
+    names = CONTRACT.inputs
+    reference = modulated_deform_conv2d_reference(
+        inputs[names[0]], inputs[names[1]], inputs[names[2]], inputs[names[3]],
+        inputs.get(names[4]) if case.bias else None,
+        stride=case.stride, padding=case.padding, dilation=case.dilation,
+        groups=case.groups, deformable_groups=case.deformable_group)
+    shapes = {p["name"]: p["output_shape"] for p in run["harness"]["problems"]}
+    outputs = {p: from_raw((directory / f"{p}.output.bin").read_bytes(), dtype, shapes[p]) for p in problems}
+    batch_out = outputs["batch"]
+    scale = reference.abs().max().item()
+    error = (batch_out.double() - reference).abs().max().item()
+    per_image = [(outputs[f"image{i}"].double() - batch_out[i:i + 1].double()).abs().max().item()
+                 for i in range(BATCH)]
+    # Nothing in the kernels mixes images, so each image must come out with the same bits.
+    bitwise = all(torch.equal(outputs[f"image{i}"], batch_out[i:i + 1]) for i in range(BATCH))
+    report.update({
+        "output_shape": list(batch_out.shape),
+        "expected_shape": list(reference.shape),
+        "max_abs_error": error,
+        "max_abs_reference": scale,
+        "relative_error": error / scale if scale else error,
+        "tolerance": TOLERANCE[dtype_name],
+        "batch_vs_single_max_diff": max(per_image),
+        "batch_vs_single_equal": bitwise,
+        "finite": bool(torch.isfinite(batch_out.double()).all()),
+        "workspace_bytes": run["harness"].get("workspace_bytes"),
+        "seconds": run["seconds"],
+    })
+    report["ok"] = (list(batch_out.shape) == list(reference.shape) and report["finite"]
+                    and report["relative_error"] <= TOLERANCE[dtype_name] and bitwise)
+    return report
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--build", type=Path, required=True, help="CMake build dir with the plugin and harness")
+    parser.add_argument("--work", type=Path, required=True, help="scratch directory for raw tensors")
+    parser.add_argument("--json", type=Path, help="write the full report here")
+    parser.add_argument("--sanitizer", action="store_true", help="also run compute-sanitizer")
+    args = parser.parse_args(argv)
+    library = args.build / "libdcn_trt_plugin.so"
+    harness = args.build / "dcnv2_harness"
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device"
+    reports = []
+    for index, case in enumerate(CASES):
+        for dtype_name in DTYPES:
+            reports.append(check_case(harness, library, args.work, case, dtype_name, seed=index))
+            r = reports[-1]
+            if r["ok"]:
+                print(f"{case.name:16s} {dtype_name:9s} max_err {r['max_abs_error']:.3e} "
+                      f"(rel {r['relative_error']:.2e} <= {r['tolerance']:.1e}) "
+                      f"batch==single {r['batch_vs_single_equal']} ws {r['workspace_bytes']}")
+            else:
+                print(f"{case.name:16s} {dtype_name:9s} FAILED: {json.dumps(r)[:2000]}")
+    sanitizer = []
+    if args.sanitizer:
+        for index, case in enumerate(SANITIZER_CASES):
+            for dtype_name in ("float32", "float16"):
+                directory = args.work / f"{case.name}_{dtype_name}"
+                write_case(directory, case, dtype_name, make_inputs(case, DTYPES[dtype_name], 100 + index))
+                for tool in ("memcheck", "initcheck"):
+                    run = run_harness(harness, library, directory, sanitizer=tool)
+                    entry = {"case": case.name, "dtype": dtype_name, "tool": tool,
+                             "returncode": run["returncode"],
+                             "summary": run.get("sanitizer_summary"),
+                             "ok": run["returncode"] == 0}
+                    if run["returncode"] != 0:
+                        entry["tail"] = run.get("stderr_tail")
+                    sanitizer.append(entry)
+                    print(f"sanitizer {tool:9s} {case.name:16s} {dtype_name:8s} rc={run['returncode']} "
+                          f"{entry['summary'] or entry.get('tail', '')[-400:]}")
+    ok = all(r["ok"] for r in reports) and all(s["ok"] for s in sanitizer)
+    summary = {"device": device, "torch": torch.__version__, "ok": ok, "cases": reports, "sanitizer": sanitizer}
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2))
+    print(f"device: {device}; {'ALL OK' if ok else 'FAILURES'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
