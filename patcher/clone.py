@@ -99,20 +99,29 @@ def _resolve_ref(repo, ref: str) -> Optional[str]:
     return None
 
 
-def _use_existing(git, target: Path, ref: Optional[str], sink: ProgressSink) -> CloneResult:
-    warnings: List[str] = []
-    commit = _head_commit(git, target) if _is_git_checkout(target) else None
+def _drift_warning(target: Path, ref: Optional[str]) -> Tuple[Optional[str], Optional[str]]:
+    """(HEAD commit of the existing tree or None, a warning or None)."""
+    drift = "codemods will detect drift"
+    if not _is_git_checkout(target):
+        return None, (f"{target} is a CenterNet tree but not a git checkout: its commit "
+                      f"cannot be checked; {drift}")
+    try:
+        git = _load_git()
+    except MissingDependencyError as missing:  # the files can still be patched
+        return None, f"{missing}: the commit of {target} is not checked; {drift}"
+    commit = _head_commit(git, target)
     if commit is None:
-        warnings.append(
-            f"{target} is a CenterNet tree but not a git checkout: its commit cannot be "
-            f"checked; codemods will detect drift")
-    elif ref is not None:
-        wanted = _resolve_ref(git.Repo(target), ref)
-        if wanted != commit:
-            warnings.append(
-                f"{target} is at commit {commit[:12]}, not {ref[:12]} (the "
-                f"{'pinned commit' if ref == PINNED_COMMIT else 'requested ref'}); using it "
-                f"anyway: codemods will detect drift")
+        return None, f"{target} is a git checkout without any commit; {drift}"
+    if ref is not None and _resolve_ref(git.Repo(target), ref) != commit:
+        what = "the pinned commit" if ref == PINNED_COMMIT else "the requested ref"
+        return commit, (f"{target} is at commit {commit[:12]}, not {ref[:12]} ({what}); "
+                        f"using it anyway: {drift}")
+    return commit, None
+
+
+def _use_existing(target: Path, ref: Optional[str], sink: ProgressSink) -> CloneResult:
+    commit, warning = _drift_warning(target, ref)
+    warnings = [warning] if warning else []
     for message in warnings:
         sink.warn(message)
     return CloneResult(path=target, commit=commit, cloned=False, warnings=warnings)
@@ -197,10 +206,10 @@ def locate_or_clone(target: Path, *, upstream: str = DEFAULT_UPSTREAM,
     this call created are removed; nothing that existed before is touched.
     """
     target = Path(target).expanduser().absolute()
-    git = _load_git()
     if is_centernet_tree(target):
-        return _use_existing(git, target, ref, sink)
+        return _use_existing(target, ref, sink)
     _check_clone_target(target)
+    git = _load_git()
 
     created = _created_dirs(target)
     try:

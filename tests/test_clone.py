@@ -197,3 +197,13 @@ def test_git_python_import_failure_is_a_missing_dependency(tmp_path, monkeypatch
     with pytest.raises(MissingDependencyError, match="GitPython cannot use git: Failed to "
                        "initialize"):
         clone._load_git()
+
+
+def test_existing_checkout_is_used_without_git_with_a_warning(upstream, tmp_path, monkeypatch):
+    target = tmp_path / "cn"
+    locate_or_clone(target, upstream=upstream.url, ref=upstream.commits[0])
+    monkeypatch.setenv("PATH", str(tmp_path / "no-bin"))
+    result = locate_or_clone(target)
+    assert not result.cloned and result.commit is None
+    assert "git executable not found" in result.warnings[0]
+    assert "codemods will detect drift" in result.warnings[0]
