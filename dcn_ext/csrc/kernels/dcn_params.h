@@ -42,4 +42,10 @@ struct ForwardArgs {
   ConvGeometry geometry;
 };
 
+// Which forward kernel dcn::launch_forward runs. kAuto takes the implicit-GEMM kernel
+// when igemm_supported<T>(geometry) says it handles the geometry, else the simple one;
+// the other two force one kernel (kImplicitGemm fails with cudaErrorNotSupported where
+// it does not apply). Tests and benchmarks force them to compare the two.
+enum class ForwardAlgorithm { kAuto, kSimple, kImplicitGemm };
+
 }  // namespace dcn
