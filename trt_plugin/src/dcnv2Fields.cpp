@@ -1,5 +1,6 @@
 #include "dcnv2Fields.h"
 
+#include <algorithm>
 #include <climits>
 #include <cstring>
 #include <sstream>
@@ -311,6 +312,39 @@ dcn::ConvGeometry makeGeometry(DcnAttributes const& attributes, Shape const* inp
   g.out_height = narrow(out.d[2], "output height");
   g.out_width = narrow(out.d[3], "output width");
   return g;
+}
+
+std::vector<dcn::ConvGeometry> profileGeometries(DcnAttributes const& attributes, Shape const* minShapes,
+                                                 Shape const* optShapes, Shape const* maxShapes, int32_t count,
+                                                 std::string const& who) {
+  std::vector<dcn::ConvGeometry> geometries;
+  // The largest problem first: if it is not valid, the profile is not, and that is an error.
+  geometries.push_back(makeGeometry(attributes, maxShapes, count, who));
+  std::array<int32_t, 3> const batchCarriers = {static_cast<int32_t>(Input::kInput), static_cast<int32_t>(Input::kOffset),
+                                                static_cast<int32_t>(Input::kMask)};
+  int64_t const low = minShapes[index(Input::kInput)].d[0];
+  int64_t const high = maxShapes[index(Input::kInput)].d[0];
+  int64_t const step = high - low + 1 > kMaxProfileBatches ? (high - low + kMaxProfileBatches) / kMaxProfileBatches : 1;
+  if (low < 0 || high < low) {
+    return geometries;
+  }
+  for (Shape const* corner : {minShapes, optShapes, maxShapes}) {
+    std::vector<Shape> shapes(corner, corner + count);
+    for (int64_t batch = low;; batch = std::min(batch + step, high)) {
+      for (int32_t i : batchCarriers) {
+        shapes[i].d[0] = batch;
+      }
+      try {
+        geometries.push_back(makeGeometry(attributes, shapes.data(), count, who));
+      } catch (InvalidArgument const&) {
+        // a corner mixing min and max dims of different inputs: not a problem TensorRT runs
+      }
+      if (batch == high) {
+        break;
+      }
+    }
+  }
+  return geometries;
 }
 
 }  // namespace dcn_trt

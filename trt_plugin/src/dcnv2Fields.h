@@ -127,4 +127,14 @@ Shape checkInputShapes(DcnAttributes const& attributes, Shape const* inputs, int
 dcn::ConvGeometry makeGeometry(DcnAttributes const& attributes, Shape const* inputs, int32_t count,
                                std::string const& who);
 
+// The geometries whose largest workspace bounds an optimization profile's (getWorkspaceSize
+// must cover every problem of the profile). The kernel's scratch is not monotonic in the
+// problem size (fewer output tiles -> more split-K partials), so the largest problem is not
+// enough: every batch from min to max (sampled evenly past kMaxProfileBatches), each at the
+// profile's min, opt and max spatial sizes. Corners that are not valid problems are skipped.
+inline constexpr int64_t kMaxProfileBatches = 1024;
+std::vector<dcn::ConvGeometry> profileGeometries(DcnAttributes const& attributes, Shape const* minShapes,
+                                                 Shape const* optShapes, Shape const* maxShapes, int32_t count,
+                                                 std::string const& who);
+
 }  // namespace dcn_trt

@@ -1,5 +1,6 @@
 #include "dcnv2Plugin.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <exception>
@@ -365,11 +366,20 @@ size_t DcnPlugin::getWorkspaceSize(DynamicPluginTensorDesc const* inputs, int32_
   try {
     std::string const w = who() + ": getWorkspaceSize";
     checkCounts(nbInputs, nbOutputs, w);
-    // The largest shapes of the profile: the kernel's scratch grows with the problem.
+    // Enough for every problem of the profile, not only the largest (see profileGeometries).
+    auto const minDims = [](DynamicPluginTensorDesc const& d) -> nvinfer1::Dims const& { return d.min; };
+    auto const optDims = [](DynamicPluginTensorDesc const& d) -> nvinfer1::Dims const& { return d.opt; };
     auto const maxDims = [](DynamicPluginTensorDesc const& d) -> nvinfer1::Dims const& { return d.max; };
-    std::vector<Shape> const shapes = shapesOf(inputs, nbInputs, maxDims, w);
-    dcn::ConvGeometry const geometry = makeGeometry(mAttributes, shapes.data(), nbInputs, w);
-    return forwardWorkspaceBytes(elementTypeOf(inputs[0].desc.type, w), geometry);
+    std::vector<Shape> const low = shapesOf(inputs, nbInputs, minDims, w);
+    std::vector<Shape> const opt = shapesOf(inputs, nbInputs, optDims, w);
+    std::vector<Shape> const high = shapesOf(inputs, nbInputs, maxDims, w);
+    ElementType const type = elementTypeOf(inputs[0].desc.type, w);
+    size_t bytes = 0;
+    for (dcn::ConvGeometry const& geometry :
+         profileGeometries(mAttributes, low.data(), opt.data(), high.data(), nbInputs, w)) {
+      bytes = std::max(bytes, forwardWorkspaceBytes(type, geometry));
+    }
+    return bytes;
   } catch (...) {
     reportCurrentException("getWorkspaceSize", mLayerName.c_str());
   }

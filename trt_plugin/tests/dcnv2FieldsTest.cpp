@@ -337,6 +337,42 @@ void testGeometry() {
   CHECK_THROWS_WITH(makeGeometry(attrs, v.data(), 4, "t"), "batch must be known");
 }
 
+void testProfileGeometriesCoverEveryBatch() {
+  DcnAttributes attrs = parse(typicalFields()).attributes;
+  auto shapesAt = [](int64_t batch, int64_t size) {
+    return std::vector<Shape>{shape({batch, 8, size, size}), shape({batch, 18, size, size}),
+                              shape({batch, 9, size, size}), shape({8, 8, 3, 3}), shape({8})};
+  };
+  std::vector<Shape> low = shapesAt(1, 8), opt = shapesAt(2, 16), high = shapesAt(3, 32);
+  std::vector<dcn::ConvGeometry> g = profileGeometries(attrs, low.data(), opt.data(), high.data(), 5, "t");
+  // the max problem, then batches 1..3 at each of the three spatial corners
+  CHECK(g.size() == 1 + 3 * 3);
+  CHECK(g[0].batch == 3 && g[0].height == 32);
+  for (int64_t b = 1; b <= 3; ++b) {
+    for (int size : {8, 16, 32}) {
+      bool found = false;
+      for (auto const& x : g) {
+        found = found || (x.batch == b && x.height == size && x.out_height == size);
+      }
+      CHECK(found);
+    }
+  }
+  // a huge batch range is sampled, ends included
+  std::vector<Shape> big = shapesAt(5000, 32);
+  g = profileGeometries(attrs, low.data(), opt.data(), big.data(), 5, "t");
+  CHECK(g.size() <= 1 + 3 * (kMaxProfileBatches + 1));
+  bool hasOne = false, hasMax = false;
+  for (auto const& x : g) {
+    hasOne = hasOne || x.batch == 1;
+    hasMax = hasMax || x.batch == 5000;
+  }
+  CHECK(hasOne && hasMax);
+  // an invalid largest problem is an error, not a silent 0
+  std::vector<Shape> broken = shapesAt(3, 32);
+  broken[1].d[1] = 17;
+  CHECK_THROWS_WITH(profileGeometries(attrs, low.data(), opt.data(), broken.data(), 5, "t"), "got: 17");
+}
+
 }  // namespace
 
 int main() {
@@ -349,6 +385,7 @@ int main() {
   testOutputExtentArithmetic();
   testInputShapeChecks();
   testGeometry();
+  testProfileGeometriesCoverEveryBatch();
   std::printf("%d checks, %d failures\n", gChecks, gFailures);
   return gFailures == 0 ? 0 : 1;
 }

@@ -66,6 +66,7 @@ CASES = [
 SANITIZER_CASES = [
     Case("sanitize_small", 8, 8, 7, 9, (3, 3), (1, 1), (1, 1), (1, 1), 1, 1, True, 3.0),
     Case("sanitize_grouped", 8, 4, 9, 6, (3, 3), (2, 2), (1, 1), (1, 1), 2, 2, False, 3.0),
+    Case("sanitize_wide", 64, 64, 12, 10, (3, 3), (1, 1), (1, 1), (1, 1), 1, 1, True, 2.0),
 ]
 BATCH = 3
 
@@ -139,7 +140,9 @@ def run_harness(harness: Path, library: Path, directory: Path, sanitizer: Option
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     result["harness"] = json.loads(lines[-1]) if lines else None
     if done.returncode != 0:
-        result["stderr_tail"] = (done.stdout + done.stderr)[-3000:]
+        text = done.stdout + done.stderr
+        # the head holds a sanitizer's first report, the tail the harness's verdict
+        result["stderr_tail"] = text if len(text) <= 6000 else text[:4000] + "\n[...]\n" + text[-2000:]
     elif sanitizer:
         summary = [line for line in (done.stdout + done.stderr).splitlines() if "ERROR SUMMARY" in line]
         result["sanitizer_summary"] = summary[-1].strip() if summary else "(no summary line)"
@@ -214,7 +217,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sanitizer = []
     if args.sanitizer:
         for index, case in enumerate(SANITIZER_CASES):
-            for dtype_name in ("float32", "float16"):
+            for dtype_name in DTYPES:
                 directory = args.work / f"{case.name}_{dtype_name}"
                 write_case(directory, case, dtype_name, make_inputs(case, DTYPES[dtype_name], 100 + index))
                 for tool in ("memcheck", "initcheck"):
