@@ -170,11 +170,26 @@ def _dims(shape) -> List[int]:
     return [int(d) for d in shape]
 
 
-def build_engine(onnx_path: Path, *, plugin_library: Path, out: Path, fp16: bool = False,
-                 batch_profile: Optional[Tuple[int, int, int]] = None,
-                 log_path: Optional[Path] = None, sink: ProgressSink = NULL_SINK) -> EngineBuildResult:
-    """Parses ``onnx_path`` with the DCN plugin loaded and writes a serialized engine to ``out``.
+def default_plugin_library(near: Path) -> Path:
+    """The plugin built into the tree holding ``near`` (or the current directory's)."""
+    from patcher.trt_build import find_plugin_library
 
+    plugin = find_plugin_library(Path(near)) or find_plugin_library(Path.cwd())
+    if plugin is None:
+        raise MissingDependencyError(
+            f"no DCN plugin library found for {near} (no trt_plugin_build/ at or above it or "
+            "the current directory)",
+            tip="build it with `centernet-patch build TREE` or pass --plugin LIB")
+    return plugin
+
+
+def build_engine(onnx_path: Path, out: Optional[Path] = None, *, plugin_library: Optional[Path] = None,
+                 fp16: bool = False, batch_profile: Optional[Tuple[int, int, int]] = None,
+                 log_path: Optional[Path] = None, sink: ProgressSink = NULL_SINK) -> EngineBuildResult:
+    """Parses ``onnx_path`` with the DCN plugin loaded and writes a serialized engine to ``out``
+    (default: beside the model, .engine).
+
+    ``plugin_library``: default, the plugin built into the tree holding the model.
     A dynamic batch dimension gets one optimization profile ``batch_profile`` (min, opt, max;
     default 1, 1, 8); other dynamic dims are not supported (export with a fixed input size).
     """
@@ -184,6 +199,9 @@ def build_engine(onnx_path: Path, *, plugin_library: Path, out: Path, fp16: bool
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise UsageError(f"ONNX model not found: {onnx_path}")
+    out = Path(out) if out is not None else onnx_path.with_suffix(".engine")
+    plugin_library = Path(plugin_library) if plugin_library is not None else \
+        default_plugin_library(onnx_path.resolve().parent)
     if fp16 and info.major >= 11:
         raise UsageError(
             f"--fp16 does not exist on TensorRT {info.version}: networks are strongly typed and "
@@ -193,7 +211,6 @@ def build_engine(onnx_path: Path, *, plugin_library: Path, out: Path, fp16: bool
         low, opt, high = batch_profile
         if not 1 <= low <= opt <= high:
             raise UsageError(f"batch profile must satisfy 1 <= min <= opt <= max: got: {batch_profile}")
-    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     log_path = Path(log_path) if log_path is not None else Path(str(out) + ".build.log")
     log_path.write_text("", encoding="utf-8")

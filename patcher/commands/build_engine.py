@@ -33,17 +33,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def execute(args: argparse.Namespace, ui) -> int:
-    from patcher.errors import MissingDependencyError, UsageError
-    from patcher.tensorrt import DEFAULT_BATCH_PROFILE, build_engine, require
-    from patcher.trt_build import find_plugin_library
+    from patcher.errors import UsageError
+    from patcher.tensorrt import DEFAULT_BATCH_PROFILE, build_engine, default_plugin_library, require
 
     require("build-engine")  # first: without TensorRT nothing else matters
-    plugin = args.plugin or find_plugin_library(args.model.parent) or find_plugin_library(Path.cwd())
-    if plugin is None:
-        raise MissingDependencyError(
-            f"no DCN plugin library found for {args.model} (no trt_plugin_build/ at or above "
-            "its folder or the current one)",
-            tip="build it with `centernet-patch build TREE` or pass --plugin LIB")
+    plugin = args.plugin or default_plugin_library(args.model.resolve().parent)
     given = (args.min_batch, args.opt_batch, args.max_batch)
     profile = None
     if any(v is not None for v in given):
@@ -55,7 +49,7 @@ def execute(args: argparse.Namespace, ui) -> int:
         if not 1 <= low <= opt <= high:
             raise UsageError(f"need 1 <= --min-batch <= --opt-batch <= --max-batch: got: {profile}")
     out = args.out or args.model.with_suffix(".engine")
-    result = build_engine(args.model, plugin_library=plugin, out=out, fp16=args.fp16,
+    result = build_engine(args.model, out, plugin_library=plugin, fp16=args.fp16,
                           batch_profile=profile, log_path=args.log, sink=ui.sink)
     ui.table(f"TensorRT engine for {args.model.name}", ["item", "value"], [
         ["engine", str(result.engine_path)],

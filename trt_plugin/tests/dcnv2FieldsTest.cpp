@@ -146,7 +146,8 @@ void testRejectsBadFields() {
   }
   // wrong type: FLOAT attribute in the ONNX node
   {
-    auto v = typicalFields().views();
+    Fields const typical = typicalFields();  // owns the data the views point into
+    auto v = typical.views();
     v[0].type = FieldType::kOther;
     v[0].typeName = "kFLOAT32";
     CHECK_THROWS_WITH(parseFields(v.data(), static_cast<int32_t>(v.size()), "test"),
@@ -191,7 +192,8 @@ void testRejectsBadFields() {
   }
   // null data, null list, empty list
   {
-    auto v = typicalFields().views();
+    Fields const typical = typicalFields();  // owns the data the views point into
+    auto v = typical.views();
     v[1].data = nullptr;
     CHECK_THROWS_WITH(parseFields(v.data(), static_cast<int32_t>(v.size()), "test"), "has no data");
   }

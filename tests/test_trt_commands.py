@@ -1,0 +1,74 @@
+"""TensorRT-dependent commands where TensorRT is absent, plugin discovery, bench statistics."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from patcher import cli
+from patcher.errors import EXIT_MISSING_DEPENDENCY, MissingDependencyError, UsageError
+from patcher.tensorrt import detect, summarize
+from patcher.trt_build import BUILD_DIRNAME, HEADERS_MISSING, RECORD_NAME, build_plugin, find_plugin_library
+
+without_tensorrt = pytest.mark.skipif(detect() is not None,
+                                      reason="TensorRT is installed here: the absent case cannot be shown")
+
+
+@without_tensorrt
+@pytest.mark.parametrize("argv", [["build-engine", "model.onnx"], ["bench", "model.engine"],
+                                  ["build-engine", "model.onnx", "--fp16", "--max-batch", "4"]])
+def test_commands_say_plainly_that_tensorrt_is_missing(argv, capsys):
+    assert cli.main(argv) == EXIT_MISSING_DEPENDENCY
+    err = capsys.readouterr().err
+    assert "TensorRT is not installed" in err
+    assert "Traceback" not in err
+
+
+@without_tensorrt
+def test_require_raises_missing_dependency():
+    from patcher.tensorrt import require, run_engine
+
+    with pytest.raises(MissingDependencyError, match="TensorRT is not installed: verify"):
+        require("verify")
+    with pytest.raises(MissingDependencyError, match="TensorRT is not installed"):
+        run_engine(Path("model.engine"), {})
+
+
+def test_build_plugin_without_headers_is_a_missing_dependency(tmp_path):
+    empty_root = tmp_path / "no_tensorrt"
+    empty_root.mkdir()
+    with pytest.raises(MissingDependencyError) as caught:
+        build_plugin(tmp_path / "tree", tensorrt_root=empty_root)
+    assert str(caught.value) == HEADERS_MISSING
+    assert str(empty_root) in caught.value.tip
+    assert not (tmp_path / "tree").exists()  # nothing written before the check
+
+
+def test_find_plugin_library_walks_up_from_the_model(tmp_path):
+    build = tmp_path / "tree" / BUILD_DIRNAME
+    build.mkdir(parents=True)
+    library = build / "libdcn_trt_plugin.so"
+    library.write_bytes(b"\x7fELF")
+    (build / RECORD_NAME).write_text(json.dumps({"library": str(library)}))
+    models = tmp_path / "tree" / "exports" / "ddd"
+    models.mkdir(parents=True)
+    assert find_plugin_library(models) == library
+    assert find_plugin_library(tmp_path) is None
+    library.unlink()  # a record naming a vanished library is not a plugin
+    assert find_plugin_library(models) is None
+
+
+def test_summarize_latencies():
+    stats = summarize([float(v) for v in range(1, 101)], engine="e", device="d",
+                      tensorrt_version="11.1", batch=4, warmup=3)
+    assert stats.iters == 100
+    assert stats.mean_ms == pytest.approx(50.5)
+    assert stats.median_ms == pytest.approx(50.5)
+    assert stats.p99_ms == 99.0  # nearest rank: the 99th of 100
+    assert stats.min_ms == 1.0
+    assert stats.images_per_s == pytest.approx(4 * 1000 / 50.5)
+    assert json.loads(json.dumps(stats.to_json()))["p99_ms"] == 99.0
+    assert summarize([2.0], engine="e", device="d", tensorrt_version="x", batch=1, warmup=0).p99_ms == 2.0
+    with pytest.raises(UsageError):
+        summarize([], engine="e", device="d", tensorrt_version="x", batch=1, warmup=0)
