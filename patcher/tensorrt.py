@@ -170,17 +170,38 @@ def _dims(shape) -> List[int]:
     return [int(d) for d in shape]
 
 
-def default_plugin_library(near: Path) -> Path:
-    """The plugin built into the tree holding ``near`` (or the current directory's)."""
+def _tree_named_in(onnx_path: Path) -> Optional[Path]:
+    """The patched tree an exported model names in its metadata, if any."""
+    try:
+        import onnx
+
+        from patcher.onnx_tools import read_metadata
+
+        tree = read_metadata(onnx.load(str(onnx_path), load_external_data=False)).get("tree")
+    except Exception:  # not our export, or unreadable: the parser will say so later
+        return None
+    return Path(tree) if tree else None
+
+
+def default_plugin_library(onnx_path: Path) -> Path:
+    """The plugin built for the model: in a trt_plugin_build/ at or above the model's folder,
+    in the tree named in the model's metadata, or at or above the current directory."""
     from patcher.trt_build import find_plugin_library
 
-    plugin = find_plugin_library(Path(near)) or find_plugin_library(Path.cwd())
-    if plugin is None:
-        raise MissingDependencyError(
-            f"no DCN plugin library found for {near} (no trt_plugin_build/ at or above it or "
-            "the current directory)",
-            tip="build it with `centernet-patch build TREE` or pass --plugin LIB")
-    return plugin
+    onnx_path = Path(onnx_path).resolve()
+    places = [onnx_path.parent]
+    tree = _tree_named_in(onnx_path) if onnx_path.is_file() else None
+    if tree is not None:
+        places.append(tree)
+    places.append(Path.cwd())
+    for place in places:
+        plugin = find_plugin_library(place)
+        if plugin is not None:
+            return plugin
+    raise MissingDependencyError(
+        f"no DCN plugin library found for {onnx_path} (no trt_plugin_build/ at or above "
+        + ", ".join(str(p) for p in places) + ")",
+        tip="build it with `centernet-patch build TREE` or pass --plugin LIB")
 
 
 def build_engine(onnx_path: Path, out: Optional[Path] = None, *, plugin_library: Optional[Path] = None,
@@ -201,7 +222,7 @@ def build_engine(onnx_path: Path, out: Optional[Path] = None, *, plugin_library:
         raise UsageError(f"ONNX model not found: {onnx_path}")
     out = Path(out) if out is not None else onnx_path.with_suffix(".engine")
     plugin_library = Path(plugin_library) if plugin_library is not None else \
-        default_plugin_library(onnx_path.resolve().parent)
+        default_plugin_library(onnx_path)
     if fp16 and info.major >= 11:
         raise UsageError(
             f"--fp16 does not exist on TensorRT {info.version}: networks are strongly typed and "

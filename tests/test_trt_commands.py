@@ -72,3 +72,32 @@ def test_summarize_latencies():
     assert summarize([2.0], engine="e", device="d", tensorrt_version="x", batch=1, warmup=0).p99_ms == 2.0
     with pytest.raises(UsageError):
         summarize([], engine="e", device="d", tensorrt_version="x", batch=1, warmup=0)
+
+
+def test_default_plugin_library_follows_the_tree_named_in_the_model(tmp_path, monkeypatch):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from patcher.onnx_tools import set_metadata
+    from patcher.tensorrt import default_plugin_library
+
+    tree = tmp_path / "CenterNet"
+    build = tree / BUILD_DIRNAME
+    build.mkdir(parents=True)
+    library = build / "libdcn_trt_plugin.so"
+    library.write_bytes(b"\x7fELF")
+    (build / RECORD_NAME).write_text(json.dumps({"library": str(library)}))
+    value = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    model = helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [value],
+                                                [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])]))
+    elsewhere = tmp_path / "out"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    plain = elsewhere / "plain.onnx"
+    onnx.save(model, str(plain))
+    with pytest.raises(MissingDependencyError, match="no DCN plugin library found"):
+        default_plugin_library(plain)
+    set_metadata(model, {"tree": str(tree)})
+    named = elsewhere / "named.onnx"
+    onnx.save(model, str(named))
+    assert default_plugin_library(named) == library

@@ -15,7 +15,8 @@ Precision: on TensorRT 11 it is what the ONNX tensor types say (export with
 --precision fp16 for an fp16 engine); --fp16 sets the builder's FP16 flag on TensorRT 10.
 
 The plugin is the one built into the patched tree (trt_plugin_build/ at or above the
-model's folder) unless --plugin names a library. Needs TensorRT's Python package and a GPU."""
+model's folder, or in the tree named in the model's metadata) unless --plugin names a
+library. Needs TensorRT's Python package and a GPU."""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +38,7 @@ def execute(args: argparse.Namespace, ui) -> int:
     from patcher.tensorrt import DEFAULT_BATCH_PROFILE, build_engine, default_plugin_library, require
 
     require("build-engine")  # first: without TensorRT nothing else matters
-    plugin = args.plugin or default_plugin_library(args.model.resolve().parent)
+    plugin = args.plugin or default_plugin_library(args.model)
     given = (args.min_batch, args.opt_batch, args.max_batch)
     profile = None
     if any(v is not None for v in given):
