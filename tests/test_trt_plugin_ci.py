@@ -62,3 +62,13 @@ def test_generated_header_carries_the_contract(trt_free_build):
     assert listed == {name: kind.capitalize() for name, kind in CONTRACT["attributes"].items()}
     inputs = re.findall(r'^\s+"(\w+)",$', header, re.MULTILINE)
     assert inputs == CONTRACT["inputs"]
+
+
+def test_readme_tables_name_the_contract():
+    readme = (REPO / "trt_plugin" / "README.md").read_text()
+    attribute_table = readme.split("## Attributes")[1].split("##")[0]
+    assert re.findall(r"^\| `(\w+)` \|", attribute_table, re.MULTILINE) == list(CONTRACT["attributes"])
+    io_table = readme.split("## Inputs and output")[1].split("##")[0]
+    assert re.findall(r"^\| \d \| `(\w+)` \|", io_table, re.MULTILINE) == CONTRACT["inputs"]
+    for key in ("plugin_name", "plugin_version", "plugin_namespace"):
+        assert f"`{CONTRACT[key]}`" in readme
