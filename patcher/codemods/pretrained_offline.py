@@ -116,7 +116,7 @@ class PretrainedOfflineCommand(CenterNetCodemod):
                 self.switches:
             return updated_node
         body = list(updated_node.body)
-        start = self._download_statement(body)
+        start = self._download_statement(original_node.body)  # originals carry positions
         if start is None:
             return updated_node
         name = body[start].body[0].targets[0].target.value  # type: ignore[attr-defined]
