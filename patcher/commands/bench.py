@@ -14,7 +14,8 @@ writes JSON (default: ENGINE.bench.json). Needs TensorRT's Python package and a 
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("engine", type=Path, metavar="ENGINE")
+    parser.add_argument("engine", type=Path, metavar="ENGINE",
+                        help="a serialized engine written by build-engine")
     parser.add_argument("--plugin", type=Path, default=None, metavar="LIB",
                         help="the DCN plugin library (default: the one recorded for the engine)")
     parser.add_argument("--batch", type=int, default=1, help="images per execution (default 1)")

@@ -20,7 +20,8 @@ library. Needs TensorRT's Python package and a GPU."""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", type=Path, metavar="MODEL.onnx")
+    parser.add_argument("model", type=Path, metavar="MODEL.onnx",
+                        help="the exported ONNX model (DCN nodes as plugin ops)")
     parser.add_argument("--plugin", type=Path, default=None, metavar="LIB",
                         help="the DCN plugin library (default: the patched tree's build)")
     parser.add_argument("--out", type=Path, default=None, metavar="ENGINE",
