@@ -145,3 +145,24 @@ def test_exported_model_engine_matches_pytorch(torch_cuda, tmp_path):
         pytest.skip(str(error))
     result = verify(onnx_path, tree=tree, runtime="tensorrt")
     assert result.passed, [(h.name, h.max_abs) for h in result.heads]
+
+
+def test_cli_build_engine_then_bench(plugin, torch_cuda, tmp_path, capsys):
+    import json
+
+    from patcher import cli
+
+    model = tmp_path / "dcn.onnx"
+    dcn_layer_model(model, np.float32, np.random.default_rng(1))
+    engine = tmp_path / "dcn.engine"
+    assert cli.main(["build-engine", str(model), "--plugin", str(plugin), "--out", str(engine),
+                     "--min-batch", "1", "--opt-batch", "2", "--max-batch", "4"]) == 0
+    assert engine.is_file() and Path(str(engine) + ".build.log").is_file()
+    assert json.loads(Path(str(engine) + ".json").read_text())["batch_profile"] == [1, 2, 4]
+    # bench finds the plugin through the engine's sidecar
+    report = tmp_path / "bench.json"
+    assert cli.main(["bench", str(engine), "--batch", "4", "--warmup", "1", "--iters", "5",
+                     "--json", str(report)]) == 0
+    stats = json.loads(report.read_text())
+    assert stats["batch"] == 4 and stats["iters"] == 5 and len(stats["latencies_ms"]) == 5
+    assert "images/s" in capsys.readouterr().out
