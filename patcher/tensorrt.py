@@ -118,12 +118,13 @@ def _make_logger(trt, log_path: Optional[Path]):
             self.lines: List[str] = []
 
         def log(self, severity, msg):  # called by TensorRT
-            if severity <= trt.ILogger.Severity.INFO:
+            level = int(severity)  # INTERNAL_ERROR 0, ERROR 1, WARNING 2, INFO 3, VERBOSE 4
+            if level <= int(trt.ILogger.Severity.INFO):
                 self.lines.append(f"[{severity.name}] {msg}")
                 if log_path is not None:
                     with Path(log_path).open("a", encoding="utf-8") as out:
                         out.write(f"[{severity.name}] {msg}\n")
-            if severity <= trt.ILogger.Severity.ERROR:
+            if level <= int(trt.ILogger.Severity.ERROR):
                 self.errors.append(msg)
 
     return FileLogger()
