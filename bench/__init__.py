@@ -1,0 +1,1 @@
+"""GPU benchmarks of the DCN kernels (see bench_dcn.py)."""

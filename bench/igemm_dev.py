@@ -1,0 +1,140 @@
+"""Development driver for the implicit-GEMM kernel (GPU machine): builds bench/igemm_dev_ext.cu,
+checks every block shape / split against the float64 reference, and sweeps the
+configurations per layer shape against torchvision. Writes $OUT/igemm_dev.json."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench.bench_dcn import gpu_time_us  # noqa: E402
+from bench.dcn_layers import model_layers  # noqa: E402
+from dcn_ext.reference import modulated_deform_conv2d_reference as reference  # noqa: E402
+
+OUT = Path(os.environ.get("OUT", "/tmp/out"))
+OUT.mkdir(parents=True, exist_ok=True)
+
+
+def build():
+    from torch.utils.cpp_extension import load
+    t = time.time()
+    ext = load(name="igemm_dev_ext", sources=[str(ROOT / "bench/igemm_dev_ext.cu")],
+               extra_cuda_cflags=["-O3", "-std=c++17", "-gencode=arch=compute_90,code=sm_90",
+                                  "-Xptxas=-v"], verbose=False)
+    print(f"built in {time.time() - t:.0f}s", flush=True)
+    return ext
+
+
+def make_inputs(n, cin, cout, h, w, dtype, k=3, stride=1, pad=1, dg=1, seed=0):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    ho = (h + 2 * pad - k) // stride + 1
+    wo = (w + 2 * pad - k) // stride + 1
+    x = torch.randn(n, cin, h, w, device="cuda", generator=g).to(dtype)
+    off = (2.0 * torch.randn(n, 2 * dg * k * k, ho, wo, device="cuda", generator=g)).to(dtype)
+    mask = torch.sigmoid(torch.randn(n, dg * k * k, ho, wo, device="cuda", generator=g)).to(dtype)
+    wt = (torch.randn(cout, cin, k, k, device="cuda", generator=g) / (cin * k * k) ** 0.5).to(dtype)
+    b = torch.randn(cout, device="cuda", generator=g).to(dtype)
+    return x, off, mask, wt, b
+
+
+def rel_l2(out, ref):
+    return (torch.linalg.vector_norm(out.double() - ref) / torch.linalg.vector_norm(ref)).item()
+
+
+gpu_us = gpu_time_us
+
+
+DT = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+TILES = {0: "32x64", 1: "64x64", 2: "64x128", 3: "32x128"}
+
+
+def main():
+    ext = build()
+    results = {"device": torch.cuda.get_device_name(), "accuracy": [], "sweep": []}
+    # --- correctness: odd shapes, every tile and a split, each dtype
+    cases = [  # n, cin, cout, h, w, k, stride, pad, dg
+        (3, 72, 40, 17, 23, 3, 1, 1, 1),
+        (1, 64, 64, 16, 16, 3, 1, 1, 1),
+        (2, 96, 130, 13, 29, 3, 2, 1, 1),
+        (1, 128, 32, 9, 11, 3, 1, 2, 2),
+        (2, 33, 17, 8, 8, 1, 1, 0, 1),
+        (1, 512, 256, 16, 16, 3, 1, 1, 1),
+    ]
+    worst = {}
+    for dname, dtype in DT.items():
+        for case in cases:
+            n, cin, cout, h, w, k, st, pd, dg = case
+            x, off, mask, wt, b = make_inputs(n, cin, cout, h, w, dtype, k, st, pd, dg, seed=len(results["accuracy"]))
+            ref = reference(x, off, mask, wt, b, st, pd, 1, 1, dg)
+            tiles = [1] if dname == "fp32" else [0, 1, 2, 3]
+            ksteps = ext.auto_config(x, off, wt, st, pd, 1, dg)[2]
+            for tile in [-1] + tiles:
+                for split in ([1, 2] if tile >= 0 else [0]):
+                    if split > ksteps:
+                        continue
+                    ws = torch.empty(ext.workspace_bytes(x, off, wt, st, pd, 1, dg, tile, split), dtype=torch.uint8, device="cuda")
+                    y = ext.forward(x, off, mask, wt, b, ws, st, pd, 1, dg, tile, split)
+                    y2 = ext.forward(x, off, mask, wt, b, ws, st, pd, 1, dg, tile, split)
+                    torch.cuda.synchronize()
+                    e = rel_l2(y, ref)
+                    rep = bool(torch.equal(y, y2))
+                    results["accuracy"].append(dict(dtype=dname, case=case, tile=tile, split=split, rel_l2=e, repeatable=rep))
+                    worst[dname] = max(worst.get(dname, 0), e if e == e else 1e9)
+                    if not rep or not (e < (1e-5 if dname == "fp32" else 2e-3)):
+                        print(f"BAD {dname} {case} tile={tile} split={split} err={e:.3g} repeat={rep}", flush=True)
+    print("worst rel L2:", worst, flush=True)
+    # --- per-kernel split of a call (prepare vs GEMM)
+    from torch.profiler import profile, ProfilerActivity
+    for (cin, cout, h, w) in [(64, 64, 128, 128), (512, 256, 16, 16), (128, 128, 64, 64), (64, 64, 96, 320)]:
+        x, off, mask, wt, b = make_inputs(1, cin, cout, h, w, torch.float16)
+        ws = torch.empty(ext.workspace_bytes(x, off, wt, 1, 1, 1, 1, -1, 0), dtype=torch.uint8, device="cuda")
+        for _ in range(3):
+            ext.forward(x, off, mask, wt, b, ws, 1, 1, 1, 1, -1, 0)
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(10):
+                ext.forward(x, off, mask, wt, b, ws, 1, 1, 1, 1, -1, 0)
+            torch.cuda.synchronize()
+        for evt in prof.key_averages():
+            t = getattr(evt, "device_time", None) or getattr(evt, "cuda_time", 0)
+            print(f"  prof {cin}->{cout} {h}x{w}: {evt.key[:60]} {t:.1f} us x{evt.count}", flush=True)
+    # --- sweep
+    import torchvision
+    shapes = {}
+    for hw in [(512, 512), (384, 1280)]:
+        for batch in [1, 8]:
+            for layer in model_layers("dla_34", hw, batch):
+                shapes[(layer.cin, layer.cout, layer.height, layer.width, batch)] = hw
+    for dname in ["fp16", "fp32"]:
+        dtype = DT[dname]
+        for (cin, cout, h, w, batch) in shapes:
+            x, off, mask, wt, b = make_inputs(batch, cin, cout, h, w, dtype)
+            tv = gpu_us(lambda: torchvision.ops.deform_conv2d(x, off, wt, b, padding=1, mask=mask))
+            tile_a, split_a, ksteps = ext.auto_config(x, off, wt, 1, 1, 1, 1)
+            row = dict(dtype=dname, cin=cin, cout=cout, h=h, w=w, batch=batch, torchvision_us=tv,
+                       auto=(tile_a, split_a), configs={})
+            tiles = [1] if dname == "fp32" else [0, 1, 2, 3]
+            for tile in tiles:
+                for split in [1, 2, 3, 4, 6, 8, 12, 16]:
+                    if split > ksteps // 2 and split > 1:
+                        continue
+                    ws = torch.empty(ext.workspace_bytes(x, off, wt, 1, 1, 1, 1, tile, split), dtype=torch.uint8, device="cuda")
+                    t = gpu_us(lambda: ext.forward(x, off, mask, wt, b, ws, 1, 1, 1, 1, tile, split))
+                    row["configs"][f"{TILES[tile]}/s{split}"] = t
+            best = min(row["configs"], key=row["configs"].get)
+            ws = torch.empty(ext.workspace_bytes(x, off, wt, 1, 1, 1, 1, -1, 0), dtype=torch.uint8, device="cuda")
+            row["auto_us"] = gpu_us(lambda: ext.forward(x, off, mask, wt, b, ws, 1, 1, 1, 1, -1, 0))
+            row["best"] = best
+            results["sweep"].append(row)
+            print(f"{dname} {cin:4d}->{cout:4d} {h:3d}x{w:<4d} b{batch}: tv {tv:7.1f}  auto {TILES[tile_a]}/s{split_a} {row['auto_us']:7.1f}  best {best} {row['configs'][best]:7.1f}", flush=True)
+            (OUT / "igemm_dev.json").write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
