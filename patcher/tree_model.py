@@ -33,6 +33,9 @@ from .errors import CenterNetPatchError, ExportError, TargetError
 NO_PRETRAINED_ENV = "CENTERNET_PATCH_NO_PRETRAINED"
 # Upstream's default random seed (opts.py `--seed`), used when the user gives none.
 DEFAULT_SEED = 317
+# Input size of the batch that sets BatchNorm statistics of random weights (any multiple of
+# 32 works; small keeps it quick).
+CALIBRATION_SIZE = (128, 128)
 
 
 # ---------------------------------------------------------------- the parent's side
@@ -137,7 +140,7 @@ def build_model(task: str, arch: str, input_size: Tuple[int, int], *,
         load_into(network, loaded, what=described)
         sha256, epoch = loaded.sha256, loaded.epoch
     else:
-        randomize_offsets(network, seed)
+        randomize_for_verification(network, list(heads), seed)
     network.eval()
     return TreeModel(model=wrap_heads(network, list(heads)), opt=opt, heads=heads,
                      checkpoint_sha256=sha256, checkpoint_epoch=epoch)
@@ -152,24 +155,51 @@ def _tree_options(task: str, arch: str, input_size: Tuple[int, int]) -> Any:
         return opts().init(args)
 
 
-def randomize_offsets(network: Any, seed: int) -> None:
-    """Gives every DCN's offset/mask branch seeded random weights.
+def randomize_for_verification(network: Any, heads: List[str], seed: int) -> None:
+    """Seeded random weights that make every output of the model carry signal.
 
-    Upstream zero-initialises that branch, so a randomly initialised model samples the
-    regular grid with mask 0.5 and never exercises deformable sampling; a verification on
-    such weights would miss offset-layout errors. Offsets of a few pixels do exercise it.
+    Upstream's initialisation suits training, not verification: it zeroes each DCN's
+    offset/mask branch (so DCN samples the regular grid with mask 0.5 and offset-layout
+    errors go unseen) and gives the final head convs std 0.001 (outputs ~1e-8, and a
+    near-flat heatmap whose top-100 peaks are all ties); and with BatchNorm's default
+    statistics activations shrink layer by layer. Here the offset branches get offsets of
+    about a pixel, the head convs He-scaled weights, and every BatchNorm the statistics of
+    one seeded random batch (so each layer's output has unit scale, as in a trained model).
     """
     import torch
 
     generator = torch.Generator().manual_seed(seed + 1)
+
+    def normal_(tensor, std):
+        tensor.copy_(torch.randn(tensor.shape, generator=generator) * std)
+
     with torch.no_grad():
         for module in network.modules():
             branch = getattr(module, "conv_offset_mask", None)
-            if branch is None:
-                continue
-            fan_in = branch.weight[0].numel()
-            branch.weight.copy_(torch.randn(branch.weight.shape, generator=generator) * (2.0 / math.sqrt(fan_in)))
-            branch.bias.copy_(torch.randn(branch.bias.shape, generator=generator))
+            if branch is not None:
+                # Offsets mostly from the bias (about a pixel, fixed per channel), only a
+                # little from the features: random offset weights of full scale make a
+                # chaotic network, where float32 rounding in one layer moves the samples
+                # of the next and 16 chained DCNs amplify it beyond any tolerance.
+                normal_(branch.weight, 0.1 / math.sqrt(branch.weight[0].numel()))
+                normal_(branch.bias, 1.0)
+        for name in heads:
+            for conv in getattr(network, name).modules():  # biases kept (hm's is -2.19)
+                if isinstance(conv, torch.nn.Conv2d):
+                    normal_(conv.weight, math.sqrt(2.0 / conv.weight[0].numel()))
+        norms = [m for m in network.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        momenta = [m.momentum for m in norms]
+        for norm in norms:
+            norm.reset_running_stats()
+            norm.momentum = None  # a cumulative average: after one batch, that batch's statistics
+        network.train()
+        network(torch.randn((2, 3, *CALIBRATION_SIZE), generator=generator))
+        network.eval()
+        for norm, momentum in zip(norms, momenta):
+            norm.momentum = momentum
+            # A channel that hardly varies on the batch (ReLU-dead) would be scaled up by
+            # up to 1/sqrt(eps), amplifying rounding noise 300-fold; cap the gain at ~3.
+            norm.running_var.clamp_(min=0.1)
 
 
 def wrap_heads(network: Any, heads: List[str]) -> Any:
