@@ -99,7 +99,7 @@ class Plan:
         ``Only in the patched tree: PATH (N lines)`` unless ``full``."""
         chunks: List[str] = []
         for change in self.changes:
-            label = change.path if change.external else change.path
+            label = change.path
             try:
                 new_text = change.new.decode("utf-8")
             except UnicodeDecodeError:
@@ -110,10 +110,14 @@ class Plan:
                               f"({len(new_text.splitlines())} lines)\n")
                 continue
             old_text = change.old.decode("utf-8") if change.old is not None else ""
-            from_name = f"a/{label}" if change.old is not None else "/dev/null"
+            # tree files as git names them (a/..., b/...); the torch file by its own path
+            from_name, to_name = ((label, label) if change.external
+                                  else (f"a/{label}", f"b/{label}"))
+            if change.old is None:
+                from_name = "/dev/null"
             diff = difflib.unified_diff(old_text.splitlines(keepends=True),
                                         new_text.splitlines(keepends=True),
-                                        fromfile=from_name, tofile=f"b/{label}")
+                                        fromfile=from_name, tofile=to_name)
             chunks.append("".join(line if line.endswith("\n") else line + "\n\\ No newline "
                                   "at end of file\n" for line in diff))
         return "".join(chunks)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -186,7 +186,7 @@ def test_lock_held_by_a_running_process_fails_clearly(tree):
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         (tree / core.LOCK_FILE).write_text(json.dumps(
-            {"pid": holder.pid, "host": os.uname().nodename, "since": "now"}))
+            {"pid": holder.pid, "host": socket.gethostname(), "since": "now"}))
         with pytest.raises(LockError, match=rf"locked by another centernet-patch \(pid "
                                             rf"{holder.pid} on"):
             core.apply(tree, lock_timeout=0.3)
@@ -216,6 +216,8 @@ def test_patch_torch_keeps_a_backup_and_revert_restores_it(tree, tmp_path):
     function_py.write_bytes(original)
     report = core.apply(tree, patch_torch=function_py.parent.parent)
     assert str(function_py) in report.changed_files
+    assert f"--- {function_py}\n+++ {function_py}\n" in core.Plan(
+        tree, changes=report.changes).diff()
     assert b"elif isinstance(obj, int):" in function_py.read_bytes()
     backup = Path(str(function_py) + core.TORCH_BACKUP_SUFFIX)
     assert backup.read_bytes() == original
