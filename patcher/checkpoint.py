@@ -15,7 +15,7 @@ import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .errors import CheckpointError
 
@@ -123,14 +123,18 @@ def strip_data_parallel_prefix(state_dict: Mapping[str, Any]) -> Dict[str, Any]:
     return stripped
 
 
-def check_fits(model_state: Mapping[str, Any], checkpoint: Checkpoint, *, what: str) -> None:
+def check_fits(model_state: Mapping[str, Any], checkpoint: Checkpoint, *, what: str,
+               absent_from_model: Sequence[str] = ()) -> None:
     """Raises :class:`CheckpointError` listing missing, unexpected and mis-shaped keys.
 
-    ``what`` names the model being built (task, arch, heads) for the message.
+    ``what`` names the model being built (task, arch, heads) for the message;
+    ``absent_from_model`` lists key prefixes the checkpoint may have and the model lacks
+    by design (e.g. the ImageNet classifier a backbone gets only when it downloads).
     """
     loaded = checkpoint.state_dict
     missing = [k for k in model_state if k not in loaded and not k.endswith(_OPTIONAL_KEY_SUFFIXES)]
-    unexpected = [k for k in loaded if k not in model_state]
+    unexpected = [k for k in loaded
+                  if k not in model_state and not k.startswith(tuple(absent_from_model))]
     misshaped = [f"{k} (checkpoint {tuple(loaded[k].shape)}, model {tuple(model_state[k].shape)})"
                  for k in model_state if k in loaded and tuple(loaded[k].shape) != tuple(model_state[k].shape)]
     if not (missing or unexpected or misshaped):
@@ -147,11 +151,12 @@ def check_fits(model_state: Mapping[str, Any], checkpoint: Checkpoint, *, what: 
         tip="check --arch and the task (the heads and their channel counts come from the task)")
 
 
-def load_into(model: Any, checkpoint: Checkpoint, *, what: str) -> None:
+def load_into(model: Any, checkpoint: Checkpoint, *, what: str,
+              absent_from_model: Sequence[str] = ()) -> None:
     """Checks the fit, then loads strictly (optional counters excepted)."""
     model_state = model.state_dict()
-    check_fits(model_state, checkpoint, what=what)
-    state = dict(checkpoint.state_dict)
+    check_fits(model_state, checkpoint, what=what, absent_from_model=absent_from_model)
+    state = {k: v for k, v in checkpoint.state_dict.items() if k in model_state}
     for key in model_state:
         if key not in state:  # only optional counters reach here (check_fits passed)
             state[key] = model_state[key]

@@ -63,6 +63,8 @@ def _pair(value: List[int], name: str) -> List[int]:
 def _contract_attributes(node: onnx.NodeProto) -> Dict[str, List[int]]:
     values: Dict[str, List[int]] = {}
     for attribute in node.attribute:
+        if attribute.name not in CONTRACT.attributes:  # e.g. the plugin's version string
+            continue
         value = helper.get_attribute_value(attribute)
         values[attribute.name] = list(value) if isinstance(value, (list, tuple)) else [int(value)]
     missing = [name for name in CONTRACT.attributes if name not in values]

@@ -26,11 +26,12 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import errors
+# Set for every tree process: the patched networks skip ImageNet downloads when it is set
+# (the export path has no network; a checkpoint or a seed gives every weight). A model
+# built that way lacks the ImageNet classifier keys trained checkpoints carry.
+from .codemods import NO_PRETRAINED_ENV, OFFLINE_ABSENT_KEY_PREFIXES
 from .errors import CenterNetPatchError, ExportError, TargetError
 
-# Set for every tree process: the patched networks skip ImageNet downloads when it is set
-# (the export path has no network; a checkpoint or a seed gives every weight).
-NO_PRETRAINED_ENV = "CENTERNET_PATCH_NO_PRETRAINED"
 # Upstream's default random seed (opts.py `--seed`), used when the user gives none.
 DEFAULT_SEED = 317
 # Input size of the batch that sets BatchNorm statistics of random weights (any multiple of
@@ -137,7 +138,7 @@ def build_model(task: str, arch: str, input_size: Tuple[int, int], *,
     sha256 = epoch = None
     if checkpoint:
         loaded = load_checkpoint(Path(checkpoint), trust=trust_checkpoint)
-        load_into(network, loaded, what=described)
+        load_into(network, loaded, what=described, absent_from_model=OFFLINE_ABSENT_KEY_PREFIXES)
         sha256, epoch = loaded.sha256, loaded.epoch
     else:
         randomize_for_verification(network, list(heads), seed)
