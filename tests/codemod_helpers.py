@@ -23,3 +23,25 @@ def assert_codemod(codemod, path: str, before: str, after: str) -> CodemodResult
     assert again.outcome == APPLIED, again.messages
     assert again.new_source == result.new_source
     return result
+
+
+def freeze_placed_sources(monkeypatch, root) -> tuple:
+    """Point apply's placed file sets at a snapshot of this project's dcn_ext/ and patches/,
+    so that edits to those folders while tests run cannot change what apply places."""
+    from pathlib import Path
+
+    from patcher import apply as core
+    from patcher.codemods.placed_files import PLACED, PlacedFiles
+
+    frozen = []
+    for placed in PLACED:
+        snapshot = Path(root) / placed.NAME
+        for relative, content in placed.files().items():
+            inside = relative[len(placed.destination):].lstrip("/") if placed.destination \
+                else relative
+            (snapshot / inside).parent.mkdir(parents=True, exist_ok=True)
+            (snapshot / inside).write_bytes(content)
+        frozen.append(PlacedFiles(placed.NAME, placed.DESCRIPTION,
+                                  lambda s=snapshot: s, placed.destination, placed.required))
+    monkeypatch.setattr(core, "PLACED", tuple(frozen))
+    return tuple(frozen)

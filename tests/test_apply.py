@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from patcher import apply as core
-from patcher.codemods.placed_files import DCN_PACKAGE, EXPORT_SCRIPTS, PlacedFiles
+from codemod_helpers import freeze_placed_sources
+from patcher.codemods.placed_files import PlacedFiles
 from patcher.errors import DirtyTreeError, DriftError, LockError, PatchError, SourceParseError
 from patcher.miniature import create_miniature
 from patcher.progress import RecordingSink
@@ -35,13 +36,18 @@ def snapshot(tree: Path) -> dict:
             if p.is_file() and ".git" not in p.relative_to(tree).parts}
 
 
+@pytest.fixture(autouse=True)
+def frozen_placed(monkeypatch, tmp_path):
+    return freeze_placed_sources(monkeypatch, tmp_path / "placed-sources")
+
+
 @pytest.fixture
 def tree(tmp_path) -> Path:
     return create_miniature(tmp_path / "CenterNet")
 
 
 def placed_paths() -> list:
-    return sorted([*DCN_PACKAGE.files(), *EXPORT_SCRIPTS.files()])
+    return sorted(path for placed in core.PLACED for path in placed.files())
 
 
 def test_apply_again_check_status_revert(tree):

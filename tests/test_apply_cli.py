@@ -9,9 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from codemod_helpers import freeze_placed_sources
 from patcher.cli import main
-from patcher.codemods import NO_PRETRAINED_ENV, PLACED
+from patcher.codemods import NO_PRETRAINED_ENV
 from patcher.miniature import create_miniature
+
+
+@pytest.fixture(autouse=True)
+def frozen_placed(monkeypatch, tmp_path):
+    return freeze_placed_sources(monkeypatch, tmp_path / "placed-sources")
 
 
 def porcelain(tree: Path) -> str:
@@ -19,9 +25,9 @@ def porcelain(tree: Path) -> str:
                           capture_output=True, text=True).stdout
 
 
-def test_cli_check_diff_apply_status_revert(tmp_path, capsys):
+def test_cli_check_diff_apply_status_revert(tmp_path, capsys, frozen_placed):
     tree = create_miniature(tmp_path / "CenterNet")
-    placed = sum(len(files.files()) for files in PLACED)
+    placed = sum(len(files.files()) for files in frozen_placed)
     assert main(["apply", str(tree), "--check"]) == 1
     out = capsys.readouterr().out
     assert f"{4 + placed} files need changes:" in out and "modified src/lib/opts.py  (task_argument)" in out
