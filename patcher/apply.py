@@ -353,13 +353,17 @@ class TreeLock:
 def _atomic_write(path: Path, data: bytes, mode: Optional[int] = None) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same directory."""
     temporary = path.with_name(f".{path.name}.centernet-patch-tmp")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    if mode is not None:
-        os.chmod(temporary, mode)
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if mode is not None:
+            os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)  # a half-written temporary file is never left
+        raise
 
 
 class _Transaction:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -266,3 +267,18 @@ def test_not_a_centernet_tree(tmp_path):
 
     with pytest.raises(TargetError, match="is not a CenterNet tree: missing src/lib/opts.py"):
         core.plan(tmp_path)
+
+
+def test_a_write_failing_half_way_leaves_no_temporary_file(tree, monkeypatch):
+    real_replace = os.replace
+
+    def failing_replace(source, destination):
+        if str(destination).endswith("resnet_dcn.py"):
+            raise OSError(5, "Input/output error", str(destination))
+        real_replace(source, destination)
+
+    monkeypatch.setattr(core.os, "replace", failing_replace)
+    with pytest.raises(PatchError, match="resnet_dcn.py failed: Input/output error; every "
+                                         "file was put back as it was"):
+        core.apply(tree)
+    assert porcelain(tree) == ""
