@@ -31,11 +31,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from patcher import __version__
 from patcher.codemods import CODEMODS, PLACED, TORCH_CODEMOD
-from patcher.codemods.base import APPLIED, CHANGED, SKIPPED, CodemodResult, Target, run_codemod
-from patcher.codemods.iter_filter import (NOT_NEEDED_REASON, needs_patch, resolve_function_py,
-                                          torch_version_of)
+from patcher.codemods.base import CHANGED, SKIPPED, CodemodResult, Target, run_codemod
+from patcher.codemods.iter_filter import NOT_NEEDED_REASON, needs_patch, resolve_function_py
 from patcher.codemods.placed_files import is_build_output
-from patcher.errors import (DirtyTreeError, LockError, PatchError, SourceParseError,
+from patcher.errors import (DirtyTreeError, DriftError, LockError, PatchError, SourceParseError,
                             TargetError)
 from patcher.progress import NULL_SINK, ProgressSink
 
@@ -199,7 +198,6 @@ def _run_tree_codemods(tree: Path, sink: ProgressSink):
                 if target.path not in texts:
                     if not (tree / target.path).is_file():
                         if target.required:
-                            from patcher.errors import DriftError
                             raise DriftError(
                                 f"{target.path}: {codemod.NAME}: expected "
                                 f"{target.construct}; found no such file; nothing was "
