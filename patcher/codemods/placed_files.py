@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable, Dict, Tuple
 
 from patcher.codemods.dcn_import import DCN_PACKAGE_DIR
+from patcher.errors import PatchError
 
 # Never copied; removed from placed directories by --revert (they come from builds/runs).
 BUILD_OUTPUT_PATTERNS: Tuple[str, ...] = (
@@ -61,7 +62,6 @@ class PlacedFiles:
         source = self.source()
         if not source.is_dir():
             if self.required:
-                from patcher.errors import PatchError
                 raise PatchError(f"{self.NAME}: its source directory {source} is missing; "
                                  f"the centernet-patch installation is incomplete",
                                  tip="reinstall centernet-patch")
