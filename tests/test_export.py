@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -35,14 +36,13 @@ def _apply_and_build(tree: Path) -> None:
     from patcher.apply import apply
 
     apply(tree)
-    try:
-        from patcher.build import build
-    except ImportError:
-        build = None
-    if build is not None:
-        build(tree)
+    dcn = tree / "src" / "lib" / "models" / "networks" / "dcn"
+    built = sorted((Path(__file__).resolve().parents[1] / "dcn_ext").glob("_C*.so"))
+    if built:
+        # apply placed dcn_ext's sources here unchanged, so dcn_ext's own build (made by
+        # .ci/run) is this package's build; copying it saves CI a second compile.
+        shutil.copy2(built[0], dcn / built[0].name)
     else:
-        dcn = tree / "src" / "lib" / "models" / "networks" / "dcn"
         subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=dcn,
                        check=True, capture_output=True)
 
@@ -222,9 +222,12 @@ def test_unpatched_tree_is_refused(unpatched_tree, tmp_path):
         export(tmp_path, "ddd", random_weights=True, out=tmp_path)
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
-                    reason="root ignores directory permissions, so no folder is unwritable")
 def test_output_path_not_writable(tree, tmp_path):
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        # root ignores directory permissions; sysfs refuses new files even to root
+        with pytest.raises(UsageError, match=r"output path /sys/m.onnx is not writable"):
+            export(tree, "ctdet", random_weights=True, out=Path("/sys/m.onnx"))
+        return
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
