@@ -23,7 +23,7 @@ import numpy as np
 
 from dcn_ext.contract import CONTRACT
 
-from .errors import CheckpointError, MissingDependencyError, UsageError, VerificationFailed
+from .errors import CheckpointError, UsageError, VerificationFailed
 from .export import check_patched_tree
 from .onnx_tools import count_dcn_nodes, dcnv2_to_deform_conv, read_metadata
 from .progress import NULL_SINK, ProgressSink
@@ -210,17 +210,16 @@ def run_onnxruntime(model: Any, inputs: np.ndarray, output_names: Sequence[str])
 
 def run_tensorrt(onnx_path: Path, inputs: np.ndarray, work_dir: Path,
                  sink: ProgressSink) -> Dict[str, np.ndarray]:
-    try:
-        from . import tensorrt as trt_support
-    except ImportError as error:
-        raise MissingDependencyError(f"the TensorRT runtime support is not available ({error})",
-                                     tip="use --runtime onnxruntime") from error
-    trt_support.require()
-    engine_path = work_dir / (onnx_path.stem + ".engine")
+    """Builds an engine from the deployed ONNX file (DCN plugin loaded) and runs it once."""
+    from . import tensorrt as trt_support
+
+    trt_support.require("verify --runtime tensorrt")  # says plainly when TensorRT is absent
     with sink.step("Building the TensorRT engine"):
-        trt_support.build_engine(onnx_path, engine_path)
-    return {name: np.asarray(value) for name, value in
-            trt_support.run_engine(engine_path, {"input": inputs}).items()}
+        built = trt_support.build_engine(onnx_path, work_dir / (onnx_path.stem + ".engine"),
+                                         sink=sink)
+    with sink.step("Running the TensorRT engine"):
+        outputs = trt_support.run_engine(built.engine_path, {"input": inputs})
+    return {name: np.asarray(value) for name, value in outputs.items()}
 
 
 # ---------------------------------------------------------------- comparisons

@@ -259,3 +259,46 @@ def test_recipe_script_writes_ddd_3dop(tree, tmp_path):
     assert meta["weights"] == {"kind": "random", "seed": 317}
     assert count_dcn_nodes(model)[DCNV2] > 0
     assert verify(tmp_path / "ddd_3dop.onnx").passed
+
+
+def test_cli_export_and_verify_exit_codes(tree, tmp_path, capsys):
+    from patcher.cli import main
+    from patcher.errors import EXIT_CHECK_FAILED
+
+    out = tmp_path / "cli.onnx"
+    assert main(["export", "ctdet", "--repo", str(tree), "--arch", "resdcn_18",
+                 "--random-weights", "--seed", "4", "--input-size", "64x64",
+                 "--out", str(out)]) == 0
+    assert main(["verify", str(out), "--report", str(tmp_path / "ok.json")]) == 0
+    printed = capsys.readouterr().out
+    assert "hm" in printed and "pass" in printed
+
+    # the verifier must catch a wrong model: perturb one weight of the wh head's last conv
+    model = onnx.load(str(out))
+    target = next(t for t in model.graph.initializer
+                  if t.name.startswith(("network.wh.", "wh.")) and len(t.dims) == 4 and t.dims[0] == 2)
+    values = onnx.numpy_helper.to_array(target).copy()
+    values.flat[0] += 0.5
+    target.CopyFrom(onnx.numpy_helper.from_array(values, target.name))
+    onnx.save(model, str(out))
+    assert main(["verify", str(out), "--report", str(tmp_path / "bad.json")]) == EXIT_CHECK_FAILED
+    report = json.loads((tmp_path / "bad.json").read_text())
+    assert report["passed"] is False
+    assert [h["passed"] for h in report["heads"]] == [True, False, True]  # hm, wh, reg
+
+    assert main(["export", "exdet", "--repo", str(tree), "--random-weights"]) == 2
+    assert "valid tasks are ctdet, ddd, multi_pose" in capsys.readouterr().err
+
+
+def test_tensorrt_runtime_runs_or_says_it_is_absent(tree, tmp_path):
+    from patcher.errors import MissingDependencyError
+
+    result = export(tree, "ctdet", arch="resdcn_18", random_weights=True, seed=4, out=tmp_path,
+                    input_size=(64, 64))
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        with pytest.raises(MissingDependencyError, match="TensorRT is not installed"):
+            verify(result.onnx_path, runtime="tensorrt")
+        pytest.skip("TensorRT is not installed: checked the message only")
+    assert verify(result.onnx_path, runtime="tensorrt").passed
