@@ -334,3 +334,56 @@ def test_fake_kernel_reports_bad_shapes():
     with mode:
         with pytest.raises(ValueError, match=r"offset\.shape\[1\] is not valid"):
             ops.forward_op()(*fakes, [1, 1], [1, 1], [1, 1], 1, 1)
+
+
+# ---------------------------------------------------------------------------------------
+# Loading: two importable copies of the package, and a copy that was never built
+# ---------------------------------------------------------------------------------------
+
+def _copy_package(destination, with_library):
+    import shutil
+    from pathlib import Path
+
+    source = Path(ops.__file__).resolve().parent
+    shutil.copytree(source, destination, ignore=shutil.ignore_patterns(
+        "build", "__pycache__", *([] if with_library else ["*.so"])))
+    return destination
+
+
+def _run_python(code, cwd):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True)
+
+
+def test_two_copies_of_the_package_share_one_registration(tmp_path):
+    """dcn_ext from this repository and lib.models.networks.dcn in a patched tree."""
+    from pathlib import Path
+
+    placed = tmp_path / "src" / "lib" / "models" / "networks" / "dcn"
+    _copy_package(placed, with_library=True)
+    repo = Path(ops.__file__).resolve().parents[1]
+    done = _run_python(
+        "import sys, torch\n"
+        f"sys.path[:0] = [{str(repo)!r}, {str(tmp_path / 'src')!r}]\n"
+        "from dcn_ext.modules import DCN as A\n"
+        "from lib.models.networks.dcn.modules.deform_conv import DCN as B\n"
+        "assert A is not B\n"
+        "x = torch.randn(1, 4, 6, 6, requires_grad=True)\n"
+        "a, b = A(4, 4, 3, 1, 1), B(4, 4, 3, 1, 1)\n"
+        "b.load_state_dict(a.state_dict())\n"
+        "torch.testing.assert_close(a(x), b(x))\n"
+        "b(x).sum().backward()\n"
+        "print('ok', x.grad.shape)\n", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "ok" in done.stdout
+
+
+def test_unbuilt_copy_says_how_to_build(tmp_path):
+    placed = _copy_package(tmp_path / "dcn", with_library=False)
+    done = _run_python("import dcn.reference\n"  # the oracle needs no build
+                       "import dcn.functional\n", cwd=tmp_path)
+    assert done.returncode != 0
+    assert "ExtensionNotBuiltError" in done.stderr
+    assert f"cd {placed} && python setup.py build_ext --inplace" in done.stderr
