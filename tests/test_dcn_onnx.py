@@ -56,6 +56,16 @@ class SingleLayer(torch.nn.Module):
         return self.dcn(x)
 
 
+class NoBiasLayer(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.dcn = _lively(DCN(4, 5, kernel_size=3, stride=1, padding=1), seed=4)
+        self.dcn.bias = None  # exported with a zero bias initializer
+
+    def forward(self, x):
+        return self.dcn(x)
+
+
 class MultiLayer(torch.nn.Module):
     """Two DCN layers (one strided, one with 2 deformable groups) between plain layers,
     with two outputs, like a small CenterNet neck and heads."""
@@ -96,8 +106,9 @@ def _outputs(model, x):
 
 @pytest.mark.parametrize("exporter", EXPORTERS)
 @pytest.mark.parametrize("net, shape", [(SingleLayer, (2, 4, 9, 11)),
+                                        (NoBiasLayer, (1, 4, 7, 8)),
                                         (MultiLayer, (1, 3, 16, 20))],
-                         ids=["single_layer", "multi_layer"])
+                         ids=["single_layer", "single_layer_no_bias", "multi_layer"])
 def test_deform_conv_form_runs_in_onnx_runtime_like_pytorch(exporter, net, shape):
     torch.manual_seed(0)
     model = net().eval()
