@@ -184,7 +184,13 @@ def export(tree: Path, task: str, *, arch: Optional[str] = None, checkpoint: Opt
         request["onnx_path"] = str(work_dir / onnx_path.name)
         with sink.step(f"Exporting {task} ({arch}, {input_size[0]}x{input_size[1]}, "
                        f"{dcn_op}, {exporter}, opset {opset}, {precision})"):
-            result = run_in_tree(tree, request, work_dir=work_dir, log_path=log_path)
+            try:
+                result = run_in_tree(tree, request, work_dir=work_dir, log_path=log_path)
+            except ExportError:
+                raise  # the exporter's output stays in the log the message names
+            except Exception:
+                log_path.unlink(missing_ok=True)  # a user error (checkpoint, tree): no clutter
+                raise
         with sink.step("Checking the ONNX model and writing metadata"):
             model = onnx.load(request["onnx_path"])
             counts = count_dcn_nodes(model)
