@@ -142,6 +142,7 @@ def bench_layers(dtypes, batches, log) -> list:
         tv_conv = None
         log("torchvision is not installed: no comparison column")
     ours, simple = our_forward()
+    tv_dtypes = set(dtypes)
     rows = []
     seed = 0
     for model, hw in SUITES:
@@ -163,13 +164,16 @@ def bench_layers(dtypes, batches, log) -> list:
                            "min_mbytes": layer.min_bytes(4 if dname == "fp32" else 2) / 1e6}
                     if dname == "fp16" and batch == 1:
                         row["simple_us"] = gpu_time_us(lambda: ours(x, off, mask, w, b, simple))
-                    if tv_conv is not None:
-                        previous = torch.backends.cudnn.allow_tf32
-                        tv_out = tv_conv(x, off, w, b, padding=1, mask=mask)
-                        row["torchvision_rel_l2"] = rel_l2(tv_out, ref)
-                        row["torchvision_us"] = gpu_time_us(
-                            lambda: tv_conv(x, off, w, b, padding=1, mask=mask))
-                        torch.backends.cudnn.allow_tf32 = previous
+                    if tv_conv is not None and dname in tv_dtypes:
+                        try:
+                            tv_out = tv_conv(x, off, w, b, padding=1, mask=mask)
+                        except NotImplementedError as error:  # e.g. no bf16 kernel
+                            tv_dtypes.discard(dname)
+                            log(f"torchvision has no {dname} deform_conv2d ({error}): no comparison")
+                        else:
+                            row["torchvision_rel_l2"] = rel_l2(tv_out, ref)
+                            row["torchvision_us"] = gpu_time_us(
+                                lambda: tv_conv(x, off, w, b, padding=1, mask=mask))
                     del ref
                     rows.append(row)
                     log(f"{model} {hw[0]}x{hw[1]} b{batch} {dname} {layer.name}: "

@@ -111,7 +111,7 @@ def main():
         for batch in [1, 8]:
             for layer in model_layers("dla_34", hw, batch):
                 shapes[(layer.cin, layer.cout, layer.height, layer.width, batch)] = hw
-    for dname in ["fp16", "fp32"]:
+    for dname in os.environ.get("DEV_SWEEP", "fp16,fp32").split(","):
         dtype = DT[dname]
         for (cin, cout, h, w, batch) in shapes:
             x, off, mask, wt, b = make_inputs(batch, cin, cout, h, w, dtype)

@@ -56,6 +56,11 @@ inline int tile_n(Tile t) { return (t == Tile::k64x128 || t == Tile::k32x128) ? 
 
 inline size_t align_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
 
+// A block's BM output pixels form a (BM/8) x 8 patch of one image, not a strip of one row:
+// the deformed samples of neighbouring pixels and taps then land on the same input pixels,
+// and the patch's footprint stays in L1 across all taps.
+constexpr int kPatchW = 8;
+
 template <typename T>
 struct Traits {
   static constexpr int kVec = kVectorBytes / (int)sizeof(T);    // elements per thread load
@@ -115,7 +120,8 @@ struct Layout {
 template <typename T>
 inline Layout make_layout(const Shape& s, const Config& c) {
   Layout l;
-  l.tiles_m = (int)((s.m_total + tile_m(c.tile) - 1) / tile_m(c.tile));
+  const int patch_h = tile_m(c.tile) / kPatchW;
+  l.tiles_m = s.batch * ((s.out_h + patch_h - 1) / patch_h) * ((s.out_w + kPatchW - 1) / kPatchW);
   l.tiles_n = (s.cout + tile_n(c.tile) - 1) / tile_n(c.tile);
   size_t off = 0;
   l.input_offset = off;
@@ -194,6 +200,20 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::); }
 
+// Programmatic dependent launch (Hopper): the GEMM kernel is launched while the prepare
+// kernel still runs, computes its corner table (which reads only the caller's offsets and
+// mask), then waits here for prepare's NHWC copy, packed weights and zeroed counters.
+__device__ __forceinline__ void wait_for_prepare() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void allow_gemm_launch() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::);
+#endif
+}
+
 // ---------------------------------------------------------------------------------------
 // Kernel 1: NHWC copy of the input, packed weights, zeroed counters.
 template <typename T>
@@ -207,57 +227,100 @@ struct PrepareParams {
   int channels, cpg;  // real channels, real channels per deformable group
   Shape s;
   int transpose_blocks;  // blocks [0, transpose_blocks) transpose, the rest pack weights
+  bool vector_loads;     // H*W a multiple of 16 bytes and the input 16-byte aligned
 };
 
-// A transpose tile: 128 bytes of pixels x 128 bytes of channels.
+// A transpose tile: 128 bytes of channels x 128 bytes of pixels, staged in shared memory
+// with rows of 33 words (conflict-light column reads).
 template <typename T>
-__global__ void __launch_bounds__(256) prepare_kernel(PrepareParams<T> p) {
+__device__ __forceinline__ void transpose_tile(const PrepareParams<T>& p, int block) {
   constexpr int kTile = kChunkBytes / (int)sizeof(T);
-  constexpr int kPad = 4 / (int)sizeof(T) + 1;  // row padding: conflict-free column reads
-  __shared__ T tile[kTile][kTile + kPad];
+  constexpr int kVec = Traits<T>::kVec;
+  constexpr int kRowWords = kTile * (int)sizeof(T) / 4 + 1;
+  constexpr int kRow = kRowWords * 4 / (int)sizeof(T);  // elements per staged row
+  __shared__ uint32_t words[kTile * kRowWords];
+  T* tile = reinterpret_cast<T*>(words);
   const Shape& s = p.s;
   const int hw = s.height * s.width;
-  if ((int)blockIdx.x < p.transpose_blocks) {
-    const int pixel_tiles = (hw + kTile - 1) / kTile;
-    const int channel_tiles = s.c_pad / kTile;
-    int b = blockIdx.x;
-    const int pt = b % pixel_tiles;
-    b /= pixel_tiles;
-    const int ct = b % channel_tiles;
-    const int n = b / channel_tiles;
-    for (int e = threadIdx.x; e < kTile * kTile; e += 256) {
-      const int r = e / kTile, px = pt * kTile + e % kTile;  // r: channel within the tile
+  const int pixel_tiles = (hw + kTile - 1) / kTile;
+  const int channel_tiles = s.c_pad / kTile;
+  const int pt = block % pixel_tiles;
+  const int ct = (block / pixel_tiles) % channel_tiles;
+  const int n = block / pixel_tiles / channel_tiles;
+  const int px0 = pt * kTile;
+  if (p.vector_loads) {
+    // 16-byte loads along pixels, 16-byte stores along channels.
+    for (int v = threadIdx.x; v < kTile * (kTile / kVec); v += 256) {
+      const int r = v / (kTile / kVec), col = (v % (kTile / kVec)) * kVec;
       const int cp = ct * kTile + r;
       const int g = s.dg == 1 ? 0 : cp / s.cpg_pad, cl = cp - g * s.cpg_pad;
-      T v = from_float<T>(0.f);
-      if (cl < p.cpg && px < hw) v = p.input[(size_t)(n * p.channels + g * p.cpg + cl) * hw + px];
-      tile[r][e % kTile] = v;
+      uint4 val = make_uint4(0u, 0u, 0u, 0u);
+      if (cl < p.cpg && px0 + col < hw)
+        val = __ldg(reinterpret_cast<const uint4*>(p.input + (size_t)(n * p.channels + g * p.cpg + cl) * hw + px0 + col));
+      uint32_t* dst = words + r * kRowWords + col * (int)sizeof(T) / 4;
+      dst[0] = val.x;
+      dst[1] = val.y;
+      dst[2] = val.z;
+      dst[3] = val.w;
     }
     __syncthreads();
-    for (int e = threadIdx.x; e < kTile * kTile; e += 256) {
-      const int r = e / kTile, c = e % kTile;  // r: pixel within the tile
-      const int px = pt * kTile + r;
-      if (px < hw) p.input_nhwc[(size_t)(n * hw + px) * s.c_pad + ct * kTile + c] = tile[c][r];
+    for (int v = threadIdx.x; v < kTile * (kTile / kVec); v += 256) {
+      const int cv = v % (kTile / kVec), pl = v / (kTile / kVec);
+      if (px0 + pl >= hw) continue;
+      uint4 val;
+      T* e = reinterpret_cast<T*>(&val);
+#pragma unroll
+      for (int i = 0; i < kVec; ++i) e[i] = tile[(cv * kVec + i) * kRow + pl];
+      *reinterpret_cast<uint4*>(p.input_nhwc + (size_t)(n * hw + px0 + pl) * s.c_pad + ct * kTile + cv * kVec) = val;
     }
     return;
   }
-  // Weight packing: one thread per packed element; the first block zeroes the counters.
+  for (int e = threadIdx.x; e < kTile * kTile; e += 256) {
+    const int r = e / kTile, px = px0 + e % kTile;  // r: channel within the tile
+    const int cp = ct * kTile + r;
+    const int g = s.dg == 1 ? 0 : cp / s.cpg_pad, cl = cp - g * s.cpg_pad;
+    T v = from_float<T>(0.f);
+    if (cl < p.cpg && px < hw) v = p.input[(size_t)(n * p.channels + g * p.cpg + cl) * hw + px];
+    tile[r * kRow + e % kTile] = v;
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < kTile * kTile; e += 256) {
+    const int r = e / kTile, c = e % kTile;  // r: pixel within the tile
+    if (px0 + r < hw) p.input_nhwc[(size_t)(n * hw + px0 + r) * s.c_pad + ct * kTile + c] = tile[c * kRow + r];
+  }
+}
+
+// Blocks [0, transpose_blocks) transpose the input; then the weight blocks follow. Tensor
+// cores: one block per output channel (its row of the original weights is contiguous, so
+// the strided reads hit L1); fp32 (k-major): one thread per packed element.
+template <typename T>
+__global__ void __launch_bounds__(256) prepare_kernel(PrepareParams<T> p) {
+  allow_gemm_launch();
+  const Shape& s = p.s;
+  if ((int)blockIdx.x < p.transpose_blocks) {
+    transpose_tile(p, blockIdx.x);
+    return;
+  }
   // 32-bit index math throughout: launch_with checks that the sizes fit.
-  const int first = (blockIdx.x - p.transpose_blocks) * blockDim.x;
-  if (first == 0) {
+  const int block = blockIdx.x - p.transpose_blocks;
+  if (block == 0) {
     for (int i = threadIdx.x; i < p.counter_count; i += blockDim.x) p.counters[i] = 0;
   }
   const int k_total = s.k_steps * Traits<T>::kChunk;  // = dg*taps*cpg_pad
-  const int idx = first + threadIdx.x;
-  if (idx >= k_total * s.cout_pad) return;
-  int co, k;
-  if (!Traits<T>::kTensorCore) {
-    k = idx / s.cout_pad;
-    co = idx - k * s.cout_pad;
-  } else {
-    co = idx / k_total;
-    k = idx - co * k_total;
+  if (Traits<T>::kTensorCore) {
+    const int co = block;
+    for (int k = threadIdx.x; k < k_total; k += blockDim.x) {
+      const int q = k / s.cpg_pad, cl = k - q * s.cpg_pad;
+      const int g = s.dg == 1 ? 0 : q / s.taps, tap = q - g * s.taps;
+      T v = from_float<T>(0.f);
+      if (co < s.cout && cl < p.cpg) v = p.weight[(size_t)(co * p.channels + g * p.cpg + cl) * s.taps + tap];
+      p.weight_packed[(size_t)co * k_total + k] = v;
+    }
+    return;
   }
+  const int idx = block * blockDim.x + threadIdx.x;
+  if (idx >= k_total * s.cout_pad) return;
+  const int k = idx / s.cout_pad, co = idx - k * s.cout_pad;
   const int q = k / s.cpg_pad, cl = k - q * s.cpg_pad;
   const int g = s.dg == 1 ? 0 : q / s.taps, tap = q - g * s.taps;
   T v = from_float<T>(0.f);
@@ -279,8 +342,23 @@ struct GemmParams {
   int* counters;
   Shape s;
   int tiles_m;
+  int patches_h, patches_w;  // patches per image column / row
   int split_k;
 };
+
+// Output pixel `pl` of pixel tile `tile`: false when it lies outside the image.
+template <typename T>
+__device__ __forceinline__ bool locate_pixel(const GemmParams<T>& p, int tile, int pl, int bm, int& n_img,
+                                             int& pix, int& ho, int& wo) {
+  const int per_image = p.patches_h * p.patches_w;
+  n_img = tile / per_image;
+  const int r = tile - n_img * per_image;
+  const int ph = r / p.patches_w, pw = r - ph * p.patches_w;
+  ho = ph * (bm / kPatchW) + pl / kPatchW;
+  wo = pw * kPatchW + pl % kPatchW;
+  pix = ho * p.s.out_w + wo;
+  return ho < p.s.out_h && wo < p.s.out_w;
+}
 
 // The corner table: for (q, pixel) the four bilinear weights (mask folded in; NaN for a
 // NaN coordinate), the element offset of the top-left corner in the NHWC copy (image and
@@ -292,17 +370,15 @@ struct CornerTable {
 
 template <typename T>
 __device__ __forceinline__ void fill_corner_table(const GemmParams<T>& p, CornerTable t, int bm,
-                                                  int m0, int q_lo, int nq) {
+                                                  int tile, int q_lo, int nq) {
   const Shape& s = p.s;
   const int plane = s.out_h * s.out_w;
   for (int e = threadIdx.x; e < nq * bm; e += kThreads) {
     const int qi = e / bm, pl = e - qi * bm;
-    const int m = m0 + pl;
     float4 w = make_float4(0.f, 0.f, 0.f, 0.f);
     int2 where = make_int2(0, 0);
-    if (m < (int)s.m_total) {
-      const int n_img = m / plane, pix = m - n_img * plane;
-      const int ho = pix / s.out_w, wo = pix - ho * s.out_w;
+    int n_img, pix, ho, wo;
+    if (locate_pixel(p, tile, pl, bm, n_img, pix, ho, wo)) {
       const int q = q_lo + qi;
       const int g = s.dg == 1 ? 0 : q / s.taps, tap = q - g * s.taps;
       const int i = tap / s.kernel_w, j = tap - i * s.kernel_w;
@@ -369,6 +445,7 @@ __device__ __forceinline__ bool split_k_reduce(float (&acc)[kAcc], float* partia
   float sum[kAcc];
 #pragma unroll
   for (int a = 0; a < kAcc; ++a) sum[a] = 0.f;
+#pragma unroll 4
   for (int s = 0; s < split_k; ++s) {
     const float* slice = partials + ((size_t)tile * split_k + s) * kAcc * kThreads;
 #pragma unroll
@@ -380,35 +457,57 @@ __device__ __forceinline__ bool split_k_reduce(float (&acc)[kAcc], float* partia
   return true;
 }
 
-// The K loop shared by both kernels. Stage::load(ks) gathers step ks into registers and
-// starts its weight copy, Stage::store(buf) blends the gathered corners into A tile
-// `buf`, Stage::compute(buf) multiplies tiles `buf`. The corner table is refilled for
-// every kTableTaps (tap, group) pairs of the slice.
+template <int N>
+__device__ __forceinline__ void cp_async_wait_pending() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+// The K loop shared by both kernels. Stage::load<R>(ks, buf) gathers step ks into the
+// register set R and starts the weight copy into buffer `buf`; Stage::store<R>(buf, ks)
+// blends register set R into A tile `buf`; Stage::compute(buf) multiplies tiles `buf`.
+// Stage::kDepth steps of gathers are in flight at once (2: two register sets, three
+// shared-memory buffers), so a block waits on memory about once per kDepth steps. The
+// corner table is refilled for every kTableTaps (tap, group) pairs of the slice.
 template <typename T, typename Stage>
 __device__ __forceinline__ void k_loop(const GemmParams<T>& p, Stage& st, CornerTable table, int bm,
-                                       int m0, int k_begin, int k_end) {
+                                       int tile, int k_begin, int k_end) {
+  constexpr int D = Stage::kDepth, NB = D + 1;
   const int cpq = p.s.chunks_per_q;
   if (k_begin >= k_end) return;
   const int q_first = k_begin / cpq, q_last = (k_end - 1) / cpq;
   for (int q_lo = q_first; q_lo <= q_last; q_lo += kTableTaps) {
     const int nq = q_last - q_lo + 1 < kTableTaps ? q_last - q_lo + 1 : kTableTaps;
     __syncthreads();  // the previous phase has finished reading the table and the tiles
-    fill_corner_table(p, table, bm, m0, q_lo, nq);
+    fill_corner_table(p, table, bm, tile, q_lo, nq);
+    wait_for_prepare();
     __syncthreads();
     st.q_lo = q_lo;
     const int lo = k_begin > q_lo * cpq ? k_begin : q_lo * cpq;
     const int hi = k_end < (q_lo + nq) * cpq ? k_end : (q_lo + nq) * cpq;
-    st.load(lo, 0);
-    st.store(0);
-    cp_async_wait_all();
+    st.template load<0>(lo, 0);
+    if (D == 2 && lo + 1 < hi) st.template load<D - 1>(lo + 1, 1);
+    st.template store<0>(0, lo);
+    if (D == 2 && lo + 1 < hi) cp_async_wait_pending<1>(); else cp_async_wait_pending<0>();
     __syncthreads();
     for (int ks = lo; ks < hi; ++ks) {
-      const int cur = (ks - lo) & 1;
-      const bool more = ks + 1 < hi;
-      if (more) st.load(ks + 1, cur ^ 1);
-      st.compute(cur);
-      if (more) st.store(cur ^ 1);
-      cp_async_wait_all();
+      const int i = ks - lo;
+      if (D == 2) {
+        if (ks + 2 < hi) {
+          if (i & 1) st.template load<D - 1>(ks + 2, (i + 2) % NB);
+          else st.template load<0>(ks + 2, (i + 2) % NB);
+        }
+        st.compute(i % NB);
+        if (ks + 1 < hi) {
+          if (i & 1) st.template store<0>((i + 1) % NB, ks + 1);
+          else st.template store<D - 1>((i + 1) % NB, ks + 1);
+        }
+        if (ks + 2 < hi) cp_async_wait_pending<1>(); else cp_async_wait_pending<0>();
+      } else {
+        if (ks + 1 < hi) st.template load<0>(ks + 1, (i + 1) & 1);
+        st.compute(i & 1);
+        if (ks + 1 < hi) st.template store<0>((i + 1) & 1, ks + 1);
+        cp_async_wait_pending<0>();
+      }
       __syncthreads();
     }
   }
@@ -453,8 +552,9 @@ struct MmaShape {
   static constexpr int kAcc = MT * NT * 4;
   static constexpr int PPT = BM / kPixelsPerPass;            // pixels gathered per thread
   static constexpr int BPT = BN * kLanesPerPixel / kThreads;  // weight vectors per thread
-  static constexpr int kSmemA = 2 * BM * kRow * (int)sizeof(T);
-  static constexpr int kSmemB = 2 * BN * kRow * (int)sizeof(T);
+  static constexpr int kDepth = BM == 32 ? 2 : 1;  // steps of gathers in flight (registers allowing)
+  static constexpr int kSmemA = (kDepth + 1) * BM * kRow * (int)sizeof(T);
+  static constexpr int kSmemB = (kDepth + 1) * BN * kRow * (int)sizeof(T);
   static constexpr int kSmemTable = kTableTaps * BM * (16 + 8);
   static constexpr int kSmem = kSmemA + kSmemB + kSmemTable;
   static_assert(BN * (BM + 8) * (int)sizeof(T) <= kSmemA + kSmemB, "epilogue staging fits");
@@ -473,9 +573,11 @@ struct MmaStage {
   int warp_m, warp_n, lane, n0;
   int pixel_bytes, row_bytes;
   size_t k_total;
-  uint4 vals[K::PPT][4];
+  static constexpr int kDepth = K::kDepth;
+  uint4 vals[K::kDepth][K::PPT][4];
   float acc[K::MT][K::NT][4];
 
+  template <int R>
   __device__ __forceinline__ void load(int ks, int buf) {
     const int q = ks / p.s.chunks_per_q, chunk = ks % p.s.chunks_per_q;
     const char* base = reinterpret_cast<const char*>(p.input_nhwc) +
@@ -483,7 +585,7 @@ struct MmaStage {
 #pragma unroll
     for (int j = 0; j < K::PPT; ++j) {
       const int2 where = table.where[(q - q_lo) * BM + pixel0 + j * kPixelsPerPass];
-      gather4(base + (ptrdiff_t)where.x * (ptrdiff_t)sizeof(T), where.y, pixel_bytes, row_bytes, vals[j]);
+      gather4(base + (ptrdiff_t)where.x * (ptrdiff_t)sizeof(T), where.y, pixel_bytes, row_bytes, vals[R][j]);
     }
 #pragma unroll
     for (int j = 0; j < K::BPT; ++j) {
@@ -493,16 +595,16 @@ struct MmaStage {
                  p.weight_packed + (size_t)(n0 + row) * k_total + (size_t)ks * K::kChunk + col);
     }
     cp_async_commit();
-    cur_q = q;
   }
-  int cur_q;
-  __device__ __forceinline__ void store(int buf) {
+  template <int R>
+  __device__ __forceinline__ void store(int buf, int ks) {
+    const int q = ks / p.s.chunks_per_q;
 #pragma unroll
     for (int j = 0; j < K::PPT; ++j) {
       const int pl = pixel0 + j * kPixelsPerPass;
-      const float4 w = table.weights[(cur_q - q_lo) * BM + pl];
+      const float4 w = table.weights[(q - q_lo) * BM + pl];
       float r[8];
-      blend<T>(vals[j], w, r);
+      blend<T>(vals[R][j], w, r);
       *reinterpret_cast<uint4*>(smem_a + (buf * BM + pl) * K::kRow + lane8 * 8) = pack(r, (const T*)nullptr);
     }
   }
@@ -536,7 +638,7 @@ struct MmaStage {
 // are in flight together).
 template <int BM, int BN>
 struct MinBlocks {
-  static constexpr int value = BN == 128 && BM == 64 ? 2 : (BN == 128 || BM == 64 ? 3 : 4);
+  static constexpr int value = BN == 128 ? 2 : (BM == 64 ? 3 : 4);
 };
 
 template <typename T, int BM, int BN, int WARPS_M>
@@ -550,7 +652,6 @@ __global__ void __launch_bounds__(kThreads, MinBlocks<BM, BN>::value) igemm_mma_
   const int tid = threadIdx.x;
   const int tile_m_idx = blockIdx.x % p.tiles_m, tile_n_idx = blockIdx.x / p.tiles_m;
   const int split = blockIdx.y;
-  const int m0 = tile_m_idx * BM;
 
   MmaStage<T, BM, BN, WARPS_M> st{p};
   st.smem_a = reinterpret_cast<T*>(smem);
@@ -575,8 +676,9 @@ __global__ void __launch_bounds__(kThreads, MinBlocks<BM, BN>::value) igemm_mma_
 
   const int k_begin = (int)((long long)s.k_steps * split / p.split_k);
   const int k_end = (int)((long long)s.k_steps * (split + 1) / p.split_k);
-  k_loop<T>(p, st, st.table, BM, m0, k_begin, k_end);
+  k_loop<T>(p, st, st.table, BM, tile_m_idx, k_begin, k_end);
 
+  wait_for_prepare();  // also for a slice without K steps
   if (p.split_k > 1) {
     float(&acc_flat)[K::kAcc] = *reinterpret_cast<float(*)[K::kAcc]>(&st.acc[0][0][0]);
     if (!split_k_reduce(acc_flat, p.partials, p.counters, blockIdx.x, split, p.split_k, &last_flag)) return;
@@ -601,9 +703,9 @@ __global__ void __launch_bounds__(kThreads, MinBlocks<BM, BN>::value) igemm_mma_
   __syncthreads();
   // kThreads is a multiple of BM: each thread stores one pixel's channels.
   const int plane = s.out_h * s.out_w;
-  const int pl = tid % BM, m = m0 + pl;
-  if (m < (int)s.m_total) {
-    const int n_img = m / plane, pix = m - n_img * plane;
+  const int pl = tid % BM;
+  int n_img, pix, ho, wo;
+  if (locate_pixel(p, tile_m_idx, pl, BM, n_img, pix, ho, wo)) {
     T* out = p.output + (size_t)n_img * s.cout * plane + pix;
     for (int col = tid / BM; col < BN; col += kThreads / BM) {
       if (n0 + col < s.cout) out[(size_t)(n0 + col) * plane] = smem_c[col * (BM + 8) + pl];
@@ -635,12 +737,14 @@ struct FfmaStage {
   float* smem_a;  // [2][kChunk][kRowA]
   float* smem_b;  // [2][kChunk][kRowB]
   CornerTable table;
-  int q_lo, cur_q;
+  int q_lo;
+  static constexpr int kDepth = 1;
   int lane8, pixel0, tm, tn, n0;
   int pixel_bytes, row_bytes;
   uint4 vals[K::PPT][4];
   float acc[K::TM][K::TN];
 
+  template <int R>
   __device__ __forceinline__ void load(int ks, int buf) {
     const int q = ks / p.s.chunks_per_q, chunk = ks % p.s.chunks_per_q;
     const char* base = reinterpret_cast<const char*>(p.input_nhwc) + (size_t)(chunk * K::kChunk + lane8 * 4) * 4;
@@ -657,13 +761,14 @@ struct FfmaStage {
                  p.weight_packed + ((size_t)ks * K::kChunk + row) * p.s.cout_pad + n0 + col);
     }
     cp_async_commit();
-    cur_q = q;
   }
-  __device__ __forceinline__ void store(int buf) {
+  template <int R>
+  __device__ __forceinline__ void store(int buf, int ks) {
+    const int q = ks / p.s.chunks_per_q;
 #pragma unroll
     for (int j = 0; j < K::PPT; ++j) {
       const int pl = pixel0 + j * kPixelsPerPass;
-      const float4 w = table.weights[(cur_q - q_lo) * K::BM + pl];
+      const float4 w = table.weights[(q - q_lo) * K::BM + pl];
       float r[4];
       blend<float>(vals[j], w, r);
 #pragma unroll
@@ -697,7 +802,6 @@ __global__ void __launch_bounds__(kThreads, 3) igemm_ffma_kernel(GemmParams<floa
   const int tid = threadIdx.x;
   const int tile_m_idx = blockIdx.x % p.tiles_m, tile_n_idx = blockIdx.x / p.tiles_m;
   const int split = blockIdx.y;
-  const int m0 = tile_m_idx * K::BM;
 
   FfmaStage st{p};
   st.smem_a = reinterpret_cast<float*>(smem);
@@ -718,8 +822,9 @@ __global__ void __launch_bounds__(kThreads, 3) igemm_ffma_kernel(GemmParams<floa
 
   const int k_begin = (int)((long long)s.k_steps * split / p.split_k);
   const int k_end = (int)((long long)s.k_steps * (split + 1) / p.split_k);
-  k_loop<float>(p, st, st.table, K::BM, m0, k_begin, k_end);
+  k_loop<float>(p, st, st.table, K::BM, tile_m_idx, k_begin, k_end);
 
+  wait_for_prepare();  // also for a slice without K steps
   if (p.split_k > 1) {
     float(&acc_flat)[K::kAcc] = *reinterpret_cast<float(*)[K::kAcc]>(&st.acc[0][0]);
     if (!split_k_reduce(acc_flat, p.partials, p.counters, blockIdx.x, split, p.split_k, &last_flag)) return;
@@ -727,9 +832,8 @@ __global__ void __launch_bounds__(kThreads, 3) igemm_ffma_kernel(GemmParams<floa
   const int plane = s.out_h * s.out_w;
 #pragma unroll
   for (int i = 0; i < K::TM; ++i) {
-    const int m = m0 + st.tm * 4 + i;
-    if (m >= (int)s.m_total) continue;
-    const int n_img = m / plane, pix = m - n_img * plane;
+    int n_img, pix, ho, wo;
+    if (!locate_pixel(p, tile_m_idx, st.tm * 4 + i, K::BM, n_img, pix, ho, wo)) continue;
     float* out = p.output + (size_t)n_img * s.cout * plane + pix;
 #pragma unroll
     for (int j = 0; j < K::TN; ++j) {
@@ -756,35 +860,38 @@ inline bool valid_config(const Shape& s, const Config& c) {
 }
 
 inline long long tile_count(const Shape& s, Tile t) {
-  return ((s.m_total + tile_m(t) - 1) / tile_m(t)) * ((s.cout + tile_n(t) - 1) / tile_n(t));
+  const int patch_h = tile_m(t) / kPatchW;
+  const long long tiles_m = (long long)s.batch * ((s.out_h + patch_h - 1) / patch_h) *
+                            ((s.out_w + kPatchW - 1) / kPatchW);
+  return tiles_m * ((s.cout + tile_n(t) - 1) / tile_n(t));
 }
 
-// Picks the block shape and the split of K from the layer's GEMM size: the largest block
-// that still gives every SM `kBlocksPerSm` blocks; when even the smallest cannot, K is
-// split (slices of at least `kMinSteps` steps) until it does.
+// Picks the block shape and the split of K from the layer's GEMM size (rules fitted to
+// sweeps of every block shape and split over the CenterNet layers on an H100, see
+// bench/NOTES.md): N tiles of 128 when there are at least 128 output channels (each
+// gathered A tile then feeds twice the MMAs); 64-pixel tiles when they alone give most
+// SMs a block, else 32-pixel tiles; K split until about two (128-wide tiles) or three
+// (64-wide) blocks per SM exist, in slices of at least kMinSteps steps; a 128-wide tile
+// that would need more than 8 slices takes 64-wide tiles instead.
 template <typename T>
 inline Config choose_config(const Shape& s, int sms) {
-  constexpr long long kBlocksPerSm = 3;
   constexpr int kMinSteps = 3;
-  const long long target = kBlocksPerSm * sms;
-  if (!Traits<T>::kTensorCore) {
-    const long long tiles = tile_count(s, Tile::k64x64);
-    long long split = (target + tiles - 1) / tiles;
-    const long long max_split = s.k_steps / kMinSteps > 1 ? s.k_steps / kMinSteps : 1;
-    if (split > max_split) split = max_split;
-    return Config{Tile::k64x64, (int)(split < 1 ? 1 : split)};
-  }
-  const Tile order[4] = {Tile::k64x128, Tile::k64x64, Tile::k32x128, Tile::k32x64};
-  for (Tile t : order) {
-    if (tile_n(t) == 128 && s.cout < 128) continue;
-    if (tile_count(s, t) >= target) return Config{t, 1};
-  }
-  const Tile t = s.cout >= 128 ? Tile::k32x128 : Tile::k32x64;
-  const long long tiles = tile_count(s, t);
-  long long split = (target + tiles - 1) / tiles;
   const long long max_split = s.k_steps / kMinSteps > 1 ? s.k_steps / kMinSteps : 1;
-  if (split > max_split) split = max_split;
-  return Config{t, (int)(split < 1 ? 1 : split)};
+  auto clamp_split = [&](long long split) { return (int)(split > max_split ? max_split : (split < 1 ? 1 : split)); };
+  auto rounded = [&](long long tiles) { return (3LL * sms + tiles / 2) / tiles; };
+  if (!Traits<T>::kTensorCore) return Config{Tile::k64x64, clamp_split(rounded(tile_count(s, Tile::k64x64)))};
+  const bool wide = s.cout >= 128;
+  const Tile big = wide ? Tile::k64x128 : Tile::k64x64;
+  const long long big_tiles = tile_count(s, big);
+  if (big_tiles * 4 >= 3LL * sms) {
+    if (wide) return Config{big, clamp_split(2LL * sms / big_tiles)};
+    return Config{big, s.k_steps < 2 * 9 ? 1 : clamp_split(rounded(big_tiles))};
+  }
+  if (wide) {
+    const long long tiles = tile_count(s, Tile::k32x128);
+    if (2LL * sms / tiles <= 8) return Config{Tile::k32x128, clamp_split(2LL * sms / tiles)};
+  }
+  return Config{Tile::k32x64, clamp_split(rounded(tile_count(s, Tile::k32x64)))};
 }
 
 template <typename T>
@@ -820,8 +927,19 @@ inline cudaError_t launch_dynamic(KernelFn kernel, dim3 grid, int smem, cudaStre
                                   const GemmParams<T>& gp) {
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return err;
-  kernel<<<grid, kThreads, smem, stream>>>(gp);
-  return cudaGetLastError();
+  int dev = 0, major = 0;
+  if (cudaGetDevice(&dev) == cudaSuccess) cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = dim3(kThreads);
+  config.dynamicSmemBytes = (size_t)smem;
+  config.stream = stream;
+  cudaLaunchAttribute overlap[1];
+  overlap[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  overlap[0].val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = overlap;
+  config.numAttrs = major >= 9 ? 1 : 0;  // griddepcontrol exists from Hopper on
+  return cudaLaunchKernelEx(&config, kernel, gp);
 }
 
 template <typename T>
@@ -850,10 +968,14 @@ inline cudaError_t launch_with(const ForwardArgs<T>& args, void* workspace, cuda
   pp.channels = g.in_channels;
   pp.cpg = g.in_channels / s.dg;
   pp.s = s;
+  pp.vector_loads = (g.height * g.width) % Traits<T>::kVec == 0 &&
+                    reinterpret_cast<uintptr_t>(args.input) % kVectorBytes == 0;
   constexpr int kTile = kChunkBytes / (int)sizeof(T);
   const long long pixel_tiles = ((long long)s.height * s.width + kTile - 1) / kTile;
   const long long transpose_blocks = pixel_tiles * (s.c_pad / kTile) * s.batch;
-  const long long pack_blocks = ((long long)s.k_steps * Traits<T>::kChunk * s.cout_pad + 255) / 256;
+  const long long pack_blocks = Traits<T>::kTensorCore
+                                    ? (long long)s.cout_pad
+                                    : ((long long)s.k_steps * Traits<T>::kChunk * s.cout_pad + 255) / 256;
   if (transpose_blocks + pack_blocks >= (1LL << 31)) return cudaErrorNotSupported;
   pp.transpose_blocks = (int)transpose_blocks;
   prepare_kernel<T><<<(unsigned)(transpose_blocks + pack_blocks), 256, 0, stream>>>(pp);
@@ -871,6 +993,8 @@ inline cudaError_t launch_with(const ForwardArgs<T>& args, void* workspace, cuda
   gp.counters = counters;
   gp.s = s;
   gp.tiles_m = l.tiles_m;
+  gp.patches_h = (s.out_h + tile_m(config.tile) / kPatchW - 1) / (tile_m(config.tile) / kPatchW);
+  gp.patches_w = (s.out_w + kPatchW - 1) / kPatchW;
   gp.split_k = config.split_k;
   const dim3 grid((unsigned)tiles, (unsigned)config.split_k);
   if constexpr (Traits<T>::kTensorCore) {
