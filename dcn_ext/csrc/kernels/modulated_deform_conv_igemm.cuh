@@ -125,7 +125,8 @@ inline Layout make_layout(const Shape& s, const Config& c) {
   l.tiles_n = (s.cout + tile_n(c.tile) - 1) / tile_n(c.tile);
   size_t off = 0;
   l.input_offset = off;
-  off += align_up((size_t)s.batch * s.height * s.width * s.c_pad * sizeof(T), kAlign);
+  // One extra pixel of zeros: corners outside the image point there (no predicated loads).
+  off += align_up(((size_t)s.batch * s.height * s.width + 1) * s.c_pad * sizeof(T), kAlign);
   l.weight_offset = off;
   off += align_up((size_t)s.cout_pad * s.k_steps * Traits<T>::kChunk * sizeof(T), kAlign);
   l.partial_offset = off;
@@ -305,6 +306,8 @@ __global__ void __launch_bounds__(256) prepare_kernel(PrepareParams<T> p) {
   const int block = blockIdx.x - p.transpose_blocks;
   if (block == 0) {
     for (int i = threadIdx.x; i < p.counter_count; i += blockDim.x) p.counters[i] = 0;
+    T* zero_pixel = p.input_nhwc + (size_t)s.batch * s.height * s.width * s.c_pad;
+    for (int i = threadIdx.x; i < s.c_pad; i += blockDim.x) zero_pixel[i] = from_float<T>(0.f);
   }
   const int k_total = s.k_steps * Traits<T>::kChunk;  // = dg*taps*cpg_pad
   if (Traits<T>::kTensorCore) {
@@ -361,12 +364,13 @@ __device__ __forceinline__ bool locate_pixel(const GemmParams<T>& p, int tile, i
 }
 
 // The corner table: for (q, pixel) the four bilinear weights (mask folded in; NaN for a
-// NaN coordinate), the element offset of the top-left corner in the NHWC copy (image and
-// group included) and which of the four corners lie inside the image.
+// NaN coordinate) and the element offsets of the four corners in the NHWC copy (image and
+// group included); a corner outside the image points at the zero pixel after the copy.
 struct CornerTable {
   float4* weights;  // [kTableTaps][BM]
-  int2* where;      // [kTableTaps][BM]: (offset, valid bits)
+  int4* where;      // [kTableTaps][BM]
 };
+constexpr int kTableEntryBytes = 32;
 
 template <typename T>
 __device__ __forceinline__ void fill_corner_table(const GemmParams<T>& p, CornerTable t, int bm,
@@ -376,7 +380,8 @@ __device__ __forceinline__ void fill_corner_table(const GemmParams<T>& p, Corner
   for (int e = threadIdx.x; e < nq * bm; e += kThreads) {
     const int qi = e / bm, pl = e - qi * bm;
     float4 w = make_float4(0.f, 0.f, 0.f, 0.f);
-    int2 where = make_int2(0, 0);
+    const int zero_pixel = s.batch * s.height * s.width * s.c_pad;
+    int4 where = make_int4(zero_pixel, zero_pixel, zero_pixel, zero_pixel);
     int n_img, pix, ho, wo;
     if (locate_pixel(p, tile, pl, bm, n_img, pix, ho, wo)) {
       const int q = q_lo + qi;
@@ -398,9 +403,12 @@ __device__ __forceinline__ void fill_corner_table(const GemmParams<T>& p, Corner
         w = make_float4(hy * hx * mk, hy * lx * mk, ly * hx * mk, ly * lx * mk);
         const bool top = y0 >= 0, bottom = y0 + 1 <= s.height - 1;
         const bool left = x0 >= 0, right = x0 + 1 <= s.width - 1;
-        where.y = (top && left ? 1 : 0) | (top && right ? 2 : 0) | (bottom && left ? 4 : 0) |
-                  (bottom && right ? 8 : 0);
-        where.x = ((n_img * s.height + y0) * s.width + x0) * s.c_pad + g * s.cpg_pad;
+        const int corner = ((n_img * s.height + y0) * s.width + x0) * s.c_pad + g * s.cpg_pad;
+        const int right_step = s.c_pad, down_step = s.width * s.c_pad;
+        if (top && left) where.x = corner;
+        if (top && right) where.y = corner + right_step;
+        if (bottom && left) where.z = corner + down_step;
+        if (bottom && right) where.w = corner + down_step + right_step;
       }
     }
     t.weights[qi * bm + pl] = w;
@@ -409,13 +417,12 @@ __device__ __forceinline__ void fill_corner_table(const GemmParams<T>& p, Corner
 }
 
 // Loads the four corners (16 bytes each) of one thread's share of a pixel's chunk.
-__device__ __forceinline__ void gather4(const char* p0, int valid, int pixel_bytes, int row_bytes,
-                                        uint4 (&v)[4]) {
-  const uint4 zero = make_uint4(0u, 0u, 0u, 0u);
-  v[0] = (valid & 1) ? __ldg(reinterpret_cast<const uint4*>(p0)) : zero;
-  v[1] = (valid & 2) ? __ldg(reinterpret_cast<const uint4*>(p0 + pixel_bytes)) : zero;
-  v[2] = (valid & 4) ? __ldg(reinterpret_cast<const uint4*>(p0 + row_bytes)) : zero;
-  v[3] = (valid & 8) ? __ldg(reinterpret_cast<const uint4*>(p0 + row_bytes + pixel_bytes)) : zero;
+template <typename T>
+__device__ __forceinline__ void gather4(const T* base, const int4& where, uint4 (&v)[4]) {
+  v[0] = __ldg(reinterpret_cast<const uint4*>(base + where.x));
+  v[1] = __ldg(reinterpret_cast<const uint4*>(base + where.y));
+  v[2] = __ldg(reinterpret_cast<const uint4*>(base + where.z));
+  v[3] = __ldg(reinterpret_cast<const uint4*>(base + where.w));
 }
 
 template <typename T>
@@ -474,6 +481,13 @@ __device__ __forceinline__ void k_loop(const GemmParams<T>& p, Stage& st, Corner
   constexpr int D = Stage::kDepth, NB = D + 1;
   const int cpq = p.s.chunks_per_q;
   if (k_begin >= k_end) return;
+  // (q, chunk) of a step, advanced incrementally (no division per step).
+  auto advance = [cpq](int& q, int& chunk) {
+    if (++chunk == cpq) {
+      chunk = 0;
+      ++q;
+    }
+  };
   const int q_first = k_begin / cpq, q_last = (k_end - 1) / cpq;
   for (int q_lo = q_first; q_lo <= q_last; q_lo += kTableTaps) {
     const int nq = q_last - q_lo + 1 < kTableTaps ? q_last - q_lo + 1 : kTableTaps;
@@ -484,28 +498,40 @@ __device__ __forceinline__ void k_loop(const GemmParams<T>& p, Stage& st, Corner
     st.q_lo = q_lo;
     const int lo = k_begin > q_lo * cpq ? k_begin : q_lo * cpq;
     const int hi = k_end < (q_lo + nq) * cpq ? k_end : (q_lo + nq) * cpq;
-    st.template load<0>(lo, 0);
-    if (D == 2 && lo + 1 < hi) st.template load<D - 1>(lo + 1, 1);
-    st.template store<0>(0, lo);
+    int load_q = lo / cpq, load_chunk = lo - load_q * cpq;  // the next step to gather
+    int store_q = load_q, store_chunk = load_chunk;          // the next step to blend
+    st.template load<0>(lo, load_q, load_chunk, 0);
+    advance(load_q, load_chunk);
+    if (D == 2 && lo + 1 < hi) {
+      st.template load<D - 1>(lo + 1, load_q, load_chunk, 1);
+      advance(load_q, load_chunk);
+    }
+    st.template store<0>(0, store_q);
+    advance(store_q, store_chunk);
     if (D == 2 && lo + 1 < hi) cp_async_wait_pending<1>(); else cp_async_wait_pending<0>();
     __syncthreads();
     for (int ks = lo; ks < hi; ++ks) {
       const int i = ks - lo;
       if (D == 2) {
         if (ks + 2 < hi) {
-          if (i & 1) st.template load<D - 1>(ks + 2, (i + 2) % NB);
-          else st.template load<0>(ks + 2, (i + 2) % NB);
+          if (i & 1) st.template load<D - 1>(ks + 2, load_q, load_chunk, (i + 2) % NB);
+          else st.template load<0>(ks + 2, load_q, load_chunk, (i + 2) % NB);
+          advance(load_q, load_chunk);
         }
         st.compute(i % NB);
         if (ks + 1 < hi) {
-          if (i & 1) st.template store<0>((i + 1) % NB, ks + 1);
-          else st.template store<D - 1>((i + 1) % NB, ks + 1);
+          if (i & 1) st.template store<0>((i + 1) % NB, store_q);
+          else st.template store<D - 1>((i + 1) % NB, store_q);
+          advance(store_q, store_chunk);
         }
         if (ks + 2 < hi) cp_async_wait_pending<1>(); else cp_async_wait_pending<0>();
       } else {
-        if (ks + 1 < hi) st.template load<0>(ks + 1, (i + 1) & 1);
+        if (ks + 1 < hi) st.template load<0>(ks + 1, load_q, load_chunk, (i + 1) & 1);
         st.compute(i & 1);
-        if (ks + 1 < hi) st.template store<0>((i + 1) & 1, ks + 1);
+        if (ks + 1 < hi) {
+          st.template store<0>((i + 1) & 1, load_q);
+          advance(load_q, load_chunk);
+        }
         cp_async_wait_pending<0>();
       }
       __syncthreads();
@@ -555,7 +581,7 @@ struct MmaShape {
   static constexpr int kDepth = BM == 32 ? 2 : 1;  // steps of gathers in flight (registers allowing)
   static constexpr int kSmemA = (kDepth + 1) * BM * kRow * (int)sizeof(T);
   static constexpr int kSmemB = (kDepth + 1) * BN * kRow * (int)sizeof(T);
-  static constexpr int kSmemTable = kTableTaps * BM * (16 + 8);
+  static constexpr int kSmemTable = kTableTaps * BM * kTableEntryBytes;
   static constexpr int kSmem = kSmemA + kSmemB + kSmemTable;
   static_assert(BN * (BM + 8) * (int)sizeof(T) <= kSmemA + kSmemB, "epilogue staging fits");
   static_assert(MT >= 1 && NT % 2 == 0 && PPT >= 1 && BPT >= 1, "tile");
@@ -571,34 +597,29 @@ struct MmaStage {
   int q_lo;
   int lane8, pixel0;  // this thread's 16 bytes within a pixel's chunk; its first pixel
   int warp_m, warp_n, lane, n0;
-  int pixel_bytes, row_bytes;
   size_t k_total;
   static constexpr int kDepth = K::kDepth;
   uint4 vals[K::kDepth][K::PPT][4];
   float acc[K::MT][K::NT][4];
 
+  const T* b_src;  // this thread's first weight vector of step 0
+  int b_dst;       // its offset in a B buffer
+
   template <int R>
-  __device__ __forceinline__ void load(int ks, int buf) {
-    const int q = ks / p.s.chunks_per_q, chunk = ks % p.s.chunks_per_q;
-    const char* base = reinterpret_cast<const char*>(p.input_nhwc) +
-                       (size_t)(chunk * K::kChunk + lane8 * Traits<T>::kVec) * sizeof(T);
+  __device__ __forceinline__ void load(int ks, int q, int chunk, int buf) {
+    const T* base = p.input_nhwc + chunk * K::kChunk + lane8 * Traits<T>::kVec;
 #pragma unroll
-    for (int j = 0; j < K::PPT; ++j) {
-      const int2 where = table.where[(q - q_lo) * BM + pixel0 + j * kPixelsPerPass];
-      gather4(base + (ptrdiff_t)where.x * (ptrdiff_t)sizeof(T), where.y, pixel_bytes, row_bytes, vals[R][j]);
-    }
+    for (int j = 0; j < K::PPT; ++j)
+      gather4(base, table.where[(q - q_lo) * BM + pixel0 + j * kPixelsPerPass], vals[R][j]);
+    const T* src = b_src + (size_t)ks * K::kChunk;
+    T* dst = smem_b + buf * BN * K::kRow + b_dst;
 #pragma unroll
-    for (int j = 0; j < K::BPT; ++j) {
-      const int v = threadIdx.x + j * kThreads;
-      const int row = v / kLanesPerPixel, col = (v % kLanesPerPixel) * Traits<T>::kVec;
-      cp_async16(smem_b + (buf * BN + row) * K::kRow + col,
-                 p.weight_packed + (size_t)(n0 + row) * k_total + (size_t)ks * K::kChunk + col);
-    }
+    for (int j = 0; j < K::BPT; ++j)  // rows j * (kThreads / kLanesPerPixel) apart
+      cp_async16(dst + j * (kThreads / kLanesPerPixel) * K::kRow, src + j * (kThreads / kLanesPerPixel) * k_total);
     cp_async_commit();
   }
   template <int R>
-  __device__ __forceinline__ void store(int buf, int ks) {
-    const int q = ks / p.s.chunks_per_q;
+  __device__ __forceinline__ void store(int buf, int q) {
 #pragma unroll
     for (int j = 0; j < K::PPT; ++j) {
       const int pl = pixel0 + j * kPixelsPerPass;
@@ -657,16 +678,19 @@ __global__ void __launch_bounds__(kThreads, MinBlocks<BM, BN>::value) igemm_mma_
   st.smem_a = reinterpret_cast<T*>(smem);
   st.smem_b = reinterpret_cast<T*>(smem + K::kSmemA);
   st.table.weights = reinterpret_cast<float4*>(smem + K::kSmemA + K::kSmemB);
-  st.table.where = reinterpret_cast<int2*>(smem + K::kSmemA + K::kSmemB + kTableTaps * BM * 16);
+  st.table.where = reinterpret_cast<int4*>(smem + K::kSmemA + K::kSmemB + kTableTaps * BM * 16);
   st.lane8 = tid % kLanesPerPixel;
   st.pixel0 = tid / kLanesPerPixel;
   st.lane = tid % 32;
   st.warp_m = (tid / 32) % WARPS_M;
   st.warp_n = (tid / 32) / WARPS_M;
   st.n0 = tile_n_idx * BN;
-  st.pixel_bytes = s.c_pad * (int)sizeof(T);
-  st.row_bytes = s.width * st.pixel_bytes;
   st.k_total = (size_t)s.k_steps * K::kChunk;
+  {
+    const int row = tid / kLanesPerPixel, col = (tid % kLanesPerPixel) * Traits<T>::kVec;
+    st.b_src = p.weight_packed + (size_t)(st.n0 + row) * st.k_total + col;
+    st.b_dst = row * K::kRow + col;
+  }
 #pragma unroll
   for (int a = 0; a < K::MT; ++a)
 #pragma unroll
@@ -727,7 +751,7 @@ struct FfmaShape {
   static constexpr int kAcc = TM * TN;
   static constexpr int kSmemA = 2 * kChunk * kRowA * 4;
   static constexpr int kSmemB = 2 * kChunk * kRowB * 4;
-  static constexpr int kSmemTable = kTableTaps * BM * (16 + 8);
+  static constexpr int kSmemTable = kTableTaps * BM * kTableEntryBytes;
   static constexpr int kSmem = kSmemA + kSmemB + kSmemTable;
 };
 
@@ -740,19 +764,15 @@ struct FfmaStage {
   int q_lo;
   static constexpr int kDepth = 1;
   int lane8, pixel0, tm, tn, n0;
-  int pixel_bytes, row_bytes;
   uint4 vals[K::PPT][4];
   float acc[K::TM][K::TN];
 
   template <int R>
-  __device__ __forceinline__ void load(int ks, int buf) {
-    const int q = ks / p.s.chunks_per_q, chunk = ks % p.s.chunks_per_q;
-    const char* base = reinterpret_cast<const char*>(p.input_nhwc) + (size_t)(chunk * K::kChunk + lane8 * 4) * 4;
+  __device__ __forceinline__ void load(int ks, int q, int chunk, int buf) {
+    const float* base = p.input_nhwc + chunk * K::kChunk + lane8 * 4;
 #pragma unroll
-    for (int j = 0; j < K::PPT; ++j) {
-      const int2 where = table.where[(q - q_lo) * K::BM + pixel0 + j * kPixelsPerPass];
-      gather4(base + (ptrdiff_t)where.x * 4, where.y, pixel_bytes, row_bytes, vals[j]);
-    }
+    for (int j = 0; j < K::PPT; ++j)
+      gather4(base, table.where[(q - q_lo) * K::BM + pixel0 + j * kPixelsPerPass], vals[j]);
 #pragma unroll
     for (int j = 0; j < K::BPT; ++j) {
       const int v = threadIdx.x + j * kThreads;
@@ -763,8 +783,7 @@ struct FfmaStage {
     cp_async_commit();
   }
   template <int R>
-  __device__ __forceinline__ void store(int buf, int ks) {
-    const int q = ks / p.s.chunks_per_q;
+  __device__ __forceinline__ void store(int buf, int q) {
 #pragma unroll
     for (int j = 0; j < K::PPT; ++j) {
       const int pl = pixel0 + j * kPixelsPerPass;
@@ -807,14 +826,12 @@ __global__ void __launch_bounds__(kThreads, 3) igemm_ffma_kernel(GemmParams<floa
   st.smem_a = reinterpret_cast<float*>(smem);
   st.smem_b = reinterpret_cast<float*>(smem + K::kSmemA);
   st.table.weights = reinterpret_cast<float4*>(smem + K::kSmemA + K::kSmemB);
-  st.table.where = reinterpret_cast<int2*>(smem + K::kSmemA + K::kSmemB + kTableTaps * K::BM * 16);
+  st.table.where = reinterpret_cast<int4*>(smem + K::kSmemA + K::kSmemB + kTableTaps * K::BM * 16);
   st.lane8 = tid % kLanesPerPixel;
   st.pixel0 = tid / kLanesPerPixel;
   st.tm = tid % K::THREADS_M;
   st.tn = tid / K::THREADS_M;
   st.n0 = tile_n_idx * K::BN;
-  st.pixel_bytes = s.c_pad * 4;
-  st.row_bytes = s.width * st.pixel_bytes;
 #pragma unroll
   for (int i = 0; i < K::TM; ++i)
 #pragma unroll
