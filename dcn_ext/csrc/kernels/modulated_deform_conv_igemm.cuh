@@ -443,12 +443,14 @@ __device__ __forceinline__ bool split_k_reduce(float (&acc)[kAcc], float* partia
   float* mine = partials + ((size_t)tile * split_k + split) * kAcc * kThreads;
 #pragma unroll
   for (int a = 0; a < kAcc; ++a) __stcg(mine + a * kThreads + threadIdx.x, acc[a]);
-  __threadfence();
+  // Release this block's partials / acquire the others' (acq_rel: cheaper than the
+  // sequentially consistent __threadfence).
+  asm volatile("fence.acq_rel.gpu;\n" ::: "memory");
   __syncthreads();
   if (threadIdx.x == 0) *flag = atomicAdd(counters + tile, 1) == split_k - 1;
   __syncthreads();
   if (!*flag) return false;
-  __threadfence();
+  asm volatile("fence.acq_rel.gpu;\n" ::: "memory");
   float sum[kAcc];
 #pragma unroll
   for (int a = 0; a < kAcc; ++a) sum[a] = 0.f;
