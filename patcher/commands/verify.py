@@ -23,7 +23,8 @@ Images: --image takes .npy (H x W x 3 uint8, BGR, as cv2.imread returns) or bina
 def configure(parser: argparse.ArgumentParser) -> None:
     from patcher.verify import RUNTIMES
 
-    parser.add_argument("model", type=Path, metavar="MODEL.onnx")
+    parser.add_argument("model", type=Path, metavar="MODEL.onnx",
+                        help="the exported ONNX model to check against PyTorch")
     parser.add_argument("--repo", type=Path, default=None,
                         help="the patched CenterNet tree (default: the one named in the model)")
     weights = parser.add_mutually_exclusive_group()
