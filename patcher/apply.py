@@ -37,6 +37,7 @@ from patcher.codemods.placed_files import is_build_output
 from patcher.errors import (DirtyTreeError, DriftError, LockError, PatchError, SourceParseError,
                             TargetError)
 from patcher.progress import NULL_SINK, ProgressSink
+from patcher.trt_build import BUILD_DIRNAME as PLUGIN_BUILD_DIRNAME
 
 MANIFEST_DIR = ".centernet-patch"
 MANIFEST_FILE = "manifest.json"
@@ -633,6 +634,12 @@ def revert(tree: Path, sink: ProgressSink = NULL_SINK, *, force: bool = False,
                     file.unlink()
                     report.removed_files.append(path)
             report.warnings += _remove_created_dirs(tree, manifest.get("created_dirs", []))
+            # `centernet-patch build` puts the TensorRT plugin's build beside the placed
+            # files; it exists only because the tree was patched, so it goes with them.
+            plugin_build = tree / PLUGIN_BUILD_DIRNAME
+            if plugin_build.is_dir():
+                shutil.rmtree(plugin_build)
+                report.removed_files.append(PLUGIN_BUILD_DIRNAME + "/")
         shutil.rmtree(store)
         for warning in report.warnings:
             sink.warn(warning)

@@ -282,3 +282,15 @@ def test_a_write_failing_half_way_leaves_no_temporary_file(tree, monkeypatch):
                                          "file was put back as it was"):
         core.apply(tree)
     assert porcelain(tree) == ""
+
+
+def test_revert_removes_the_plugin_build_folder(tree):
+    core.apply(tree)
+    # what `centernet-patch build` leaves when TensorRT headers are found
+    plugin_build = tree / core.PLUGIN_BUILD_DIRNAME
+    (plugin_build / "lib").mkdir(parents=True)
+    (plugin_build / "lib" / "libdcn_trt_plugin.so").write_bytes(b"\x7fELF")
+    report = core.revert(tree)
+    assert core.PLUGIN_BUILD_DIRNAME + "/" in report.removed_files
+    assert not plugin_build.exists()
+    assert porcelain(tree) == ""
