@@ -891,14 +891,18 @@ inline long long tile_count(const Shape& s, Tile t) {
 // gathered A tile then feeds twice the MMAs); 64-pixel tiles when they alone give most
 // SMs a block, else 32-pixel tiles; K split until about two (128-wide tiles) or three
 // (64-wide) blocks per SM exist, in slices of at least kMinSteps steps; a 128-wide tile
-// that would need more than 8 slices takes 64-wide tiles instead.
+// that would need more than 8 slices takes 64-wide tiles instead. fp32 (64x64 only):
+// K split to at most three blocks per SM, rounded down, at most 16 slices.
 template <typename T>
 inline Config choose_config(const Shape& s, int sms) {
   constexpr int kMinSteps = 3;
   const long long max_split = s.k_steps / kMinSteps > 1 ? s.k_steps / kMinSteps : 1;
   auto clamp_split = [&](long long split) { return (int)(split > max_split ? max_split : (split < 1 ? 1 : split)); };
   auto rounded = [&](long long tiles) { return (3LL * sms + tiles / 2) / tiles; };
-  if (!Traits<T>::kTensorCore) return Config{Tile::k64x64, clamp_split(rounded(tile_count(s, Tile::k64x64)))};
+  if (!Traits<T>::kTensorCore) {  // fp32: whole blocks per SM only, at most 16 slices
+    const long long split = 3LL * sms / tile_count(s, Tile::k64x64);
+    return Config{Tile::k64x64, clamp_split(split > 16 ? 16 : split)};
+  }
   const bool wide = s.cout >= 128;
   const Tile big = wide ? Tile::k64x128 : Tile::k64x64;
   const long long big_tiles = tile_count(s, big);
