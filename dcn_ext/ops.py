@@ -56,15 +56,20 @@ def _fake_forward(input, offset, mask, weight, bias, stride, padding, dilation, 
                   deformable_groups, *algorithm):
     shape = check_arguments(input, offset, mask, weight, bias, stride, padding, dilation,
                             groups, deformable_groups)
-    return input.new_empty(shape)
+    # The real kernels' layout rule (csrc/modulated_deform_conv.h, is_channels_last).
+    channels_last = (input.dim() == 4 and not input.is_contiguous()
+                     and input.is_contiguous(memory_format=torch.channels_last))
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return input.new_empty(shape).contiguous(memory_format=fmt)
 
 
 def _fake_backward(grad_output, input, offset, mask, weight, bias, stride, padding, dilation,
                    groups, deformable_groups):
     grad_bias = (torch.empty_like(bias) if bias is not None
                  else weight.new_empty((0,)))
-    return (torch.empty_like(input), torch.empty_like(offset), torch.empty_like(mask),
-            torch.empty_like(weight), grad_bias)
+    # The real backward returns contiguous (NCHW) gradients whatever the inputs' layout.
+    return (input.new_empty(input.shape), offset.new_empty(offset.shape),
+            mask.new_empty(mask.shape), weight.new_empty(weight.shape), grad_bias)
 
 
 def _setup_context(ctx, inputs, output):

@@ -222,6 +222,27 @@ def test_non_contiguous_inputs():
                                                        **params))
 
 
+def test_output_layout_follows_the_input_and_the_fake_kernel_agrees():
+    """Channels-last in, channels-last out (what a network in torch.channels_last expects);
+    NCHW otherwise. The fake kernel (torch.compile / export) must predict the same strides."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    tensors, params = make_case(n=2, c_in=4, c_out=6)
+    nchw = modulated_deform_conv2d(*tensors, **params)
+    x_cl = tensors[0].contiguous(memory_format=torch.channels_last)
+    got = modulated_deform_conv2d(x_cl, *tensors[1:], **params)
+    assert got.is_contiguous(memory_format=torch.channels_last) and not got.is_contiguous()
+    assert nchw.is_contiguous()
+    torch.testing.assert_close(got, nchw, rtol=0, atol=0)
+    mode = FakeTensorMode()
+    for x in (tensors[0], x_cl):
+        real = modulated_deform_conv2d(x, *tensors[1:], **params)
+        fakes = [mode.from_tensor(t) for t in (x, *tensors[1:])]
+        with mode:
+            fake = modulated_deform_conv2d(*fakes, **params)
+        assert fake.stride() == real.stride(), (fake.stride(), real.stride())
+
+
 def test_int_and_pair_arguments_are_equivalent():
     tensors, params = make_case(stride=(2, 2), padding=(1, 1), dilation=(1, 1))
     as_ints = dict(params, stride=2, padding=1, dilation=1)

@@ -58,3 +58,84 @@ def test_implicit_gemm_matches_float64_reference(case, dtype):
     error = (torch.linalg.vector_norm(out.double() - ref) / torch.linalg.vector_norm(ref)).item()
     assert error <= LIMITS[dtype], f"relative L2 error {error:.3g} > {LIMITS[dtype]}"
     assert torch.equal(out, again), "split-K results must be repeatable"
+
+
+def _layer(n, cin, cout, h, w, dtype, seed=0, dg=1):
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    x = torch.randn(n, cin, h, w, device="cuda", generator=gen).to(dtype)
+    offset = (2.0 * torch.randn(n, 18 * dg, h, w, device="cuda", generator=gen)).to(dtype)
+    mask = torch.sigmoid(torch.randn(n, 9 * dg, h, w, device="cuda", generator=gen)).to(dtype)
+    weight = (torch.randn(cout, cin, 3, 3, device="cuda", generator=gen) / (cin * 9) ** 0.5).to(dtype)
+    bias = torch.randn(cout, device="cuda", generator=gen).to(dtype)
+    return x, offset, mask, weight, bias
+
+
+def _call(ops, x, offset, mask, weight, bias, dg=1):
+    return ops.forward_with_algorithm_op()(x, offset, mask, weight, bias, [1, 1], [1, 1], [1, 1], 1, dg,
+                                           ops.FORWARD_ALGORITHMS["auto"])
+
+
+# (n, cin, cout, h, w, dg): channel counts the kernel reads channels-last as is (multiples
+# of the 64 / 32-channel K step), one it must copy (72), split-K and several groups.
+CHANNELS_LAST_CASES = [(2, 64, 64, 20, 28, 1), (1, 512, 256, 16, 16, 1), (1, 72, 40, 17, 23, 1),
+                       (1, 128, 32, 9, 11, 2)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("case", CHANNELS_LAST_CASES, ids=lambda c: "x".join(map(str, c)))
+def test_channels_last_input_gives_the_same_values_channels_last(case, dtype):
+    ops = _ops()
+    n, cin, cout, h, w, dg = case
+    x, offset, mask, weight, bias = _layer(n, cin, cout, h, w, dtype, seed=cin + dg, dg=dg)
+    expected = _call(ops, x, offset, mask, weight, bias, dg)
+    got = _call(ops, x.contiguous(memory_format=torch.channels_last), offset, mask, weight, bias, dg)
+    assert got.is_contiguous(memory_format=torch.channels_last) and not got.is_contiguous()
+    # Same samples, same order of arithmetic: only the layout differs.
+    assert torch.equal(got, expected)
+    ref = modulated_deform_conv2d_reference(x, offset, mask, weight, bias, 1, 1, 1, 1, dg)
+    error = (torch.linalg.vector_norm(got.double() - ref) / torch.linalg.vector_norm(ref)).item()
+    assert error <= LIMITS[dtype]
+
+
+def test_packed_weights_follow_in_place_updates_and_new_tensors():
+    """dcn_ext keeps packed weights between calls: an in-place update, or a new weight
+    tensor that reuses the freed one's memory, must never see the stale copy."""
+    ops = _ops()
+    x, offset, mask, weight, bias = _layer(1, 128, 64, 24, 24, torch.float16, seed=3)
+    first = _call(ops, x, offset, mask, weight, bias)
+    weight.mul_(-0.5)  # in place: same tensor, same storage, new version
+    got = _call(ops, x, offset, mask, weight, bias)
+    expected = _call(ops, x, offset, mask, weight.clone(), bias)  # a tensor never packed before
+    assert torch.equal(got, expected)
+    assert not torch.equal(got, first)
+    for seed in range(4):  # free the weight and let the allocator hand its memory to the next one
+        del weight
+        weight = _layer(1, 128, 64, 24, 24, torch.float16, seed=10 + seed)[3]
+        got = _call(ops, x, offset, mask, weight, bias)
+        ref = modulated_deform_conv2d_reference(x, offset, mask, weight, bias, 1, 1, 1, 1, 1)
+        error = (torch.linalg.vector_norm(got.double() - ref) / torch.linalg.vector_norm(ref)).item()
+        assert error <= 2e-3, f"stale packed weights after reallocation (seed {seed}): {error:.3g}"
+
+
+@pytest.mark.parametrize("warm_on_capture_stream", [True, False])
+def test_cuda_graph_replay_matches_eager(warm_on_capture_stream):
+    """Captured on the stream that packed the weights (the graph holds the GEMM alone) or
+    on another one (the graph packs into its workspace): replays equal the eager call."""
+    ops = _ops()
+    # 256 -> 64 at 32x32 splits K: the split-K counters take the same two routes.
+    x, offset, mask, weight, bias = _layer(1, 256, 64, 32, 32, torch.float16, seed=5)
+    expected = _call(ops, x, offset, mask, weight, bias)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    if warm_on_capture_stream:
+        with torch.cuda.stream(stream):
+            _call(ops, x, offset, mask, weight, bias)
+    torch.cuda.current_stream().wait_stream(stream)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=stream):
+        out = _call(ops, x, offset, mask, weight, bias)
+    for _ in range(3):
+        graph.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(out, expected)

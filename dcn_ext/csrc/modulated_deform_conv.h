@@ -43,6 +43,16 @@ dcn::ConvGeometry check_arguments(const at::Tensor& input, const at::Tensor& off
 void check_grad_output(const at::Tensor& grad_output, const at::Tensor& input,
                        const dcn::ConvGeometry& geometry);
 
+// The output's layout follows the input's: channels-last when the input is channels-last
+// (and not also plain contiguous, as a 1x1 or single-channel tensor is), NCHW otherwise.
+// The fake kernel (dcn_ext/ops.py) applies the same rule.
+inline bool is_channels_last(const at::Tensor& t) {
+  return t.dim() == 4 && !t.is_contiguous() && t.is_contiguous(at::MemoryFormat::ChannelsLast);
+}
+inline at::MemoryFormat output_memory_format(const at::Tensor& input) {
+  return is_channels_last(input) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+}
+
 // float for half/bfloat16 (backward and the CPU kernels compute in it), else unchanged.
 inline at::ScalarType compute_dtype(at::ScalarType dtype) {
   return (dtype == at::kHalf || dtype == at::kBFloat16) ? at::kFloat : dtype;

@@ -212,7 +212,7 @@ at::Tensor forward_cpu(const at::Tensor& input, const at::Tensor& offset,
   if (bias.has_value() && bias->defined()) {
     output.add_(bias->to(dtype).view({1, g.out_channels, 1, 1}));
   }
-  return output.to(input.scalar_type());
+  return output.to(input.scalar_type()).contiguous(output_memory_format(input));
 }
 
 GradTuple backward_cpu(const at::Tensor& grad_output, const at::Tensor& input,

@@ -40,6 +40,15 @@ struct ForwardArgs {
   const T* bias;
   T* output;
   ConvGeometry geometry;
+  // Implicit-GEMM kernel only (igemm_channels_last_supported / the launch fail otherwise):
+  // input [N, H, W, C] and output [N, Ho, Wo, Cout] channels-last instead of NCHW, which
+  // saves the NHWC copy of the input.
+  bool channels_last = false;
+  // Implicit-GEMM kernel only, optional state a caller keeps between calls: the weights
+  // already packed by launch_igemm_pack_weights (no packing per call), and split-K tile
+  // counters (igemm_counter_count ints) that are zero before the call and left zero after.
+  const T* weight_packed = nullptr;
+  int* split_k_counters = nullptr;
 };
 
 // Which forward kernel dcn::launch_forward runs. kAuto takes the implicit-GEMM kernel

@@ -394,6 +394,21 @@ size_t forward_workspace_bytes(const ConvGeometry& geometry,
   (void)algo;
   return 0;
 }
+// The same for these arguments: less when the caller provides channels-last input,
+// packed weights or split-K counters (ForwardArgs).
+template <typename T>
+size_t forward_workspace_bytes(const ForwardArgs<T>& args,
+                               ForwardAlgorithm algo = ForwardAlgorithm::kAuto) {
+  if constexpr (igemm_candidate<T>()) {
+    if (algo == ForwardAlgorithm::kImplicitGemm ||
+        (algo == ForwardAlgorithm::kAuto && igemm_supported<T>(args.geometry))) {
+      return igemm_workspace_bytes<T>(args);
+    }
+  }
+  (void)args;
+  (void)algo;
+  return 0;
+}
 
 template <typename T>
 cudaError_t launch_simple_forward(const ForwardArgs<T>& args, cudaStream_t stream) {
@@ -424,6 +439,8 @@ cudaError_t launch_forward(const ForwardArgs<T>& args, void* workspace, cudaStre
     if (algo == ForwardAlgorithm::kImplicitGemm) return cudaErrorNotSupported;
   }
   (void)workspace;
+  // The simple kernel reads and writes NCHW only and packs nothing.
+  if (args.channels_last) return cudaErrorNotSupported;
   return launch_simple_forward<T>(args, stream);
 }
 

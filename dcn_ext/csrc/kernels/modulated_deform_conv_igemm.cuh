@@ -25,6 +25,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 #include <cuda_runtime.h>
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
@@ -34,25 +35,41 @@
 namespace dcn {
 namespace igemm {
 
-constexpr int kThreads = 128;       // every GEMM block: 4 warps
+constexpr int kThreads = 128;       // fp32 GEMM blocks and the 4-warp tensor-core tiles
 constexpr int kChunkBytes = 128;    // channels per K step: 128 bytes of one pixel
 constexpr int kVectorBytes = 16;    // one thread's share of a bilinear corner
 constexpr int kLanesPerPixel = kChunkBytes / kVectorBytes;     // 8
-constexpr int kPixelsPerPass = kThreads / kLanesPerPixel;      // 16
+constexpr int kPixelsPerPass = kThreads / kLanesPerPixel;      // 16 (fp32 kernel)
 constexpr int kTableTaps = 9;       // (tap, group) pairs whose corners a block keeps at once
 constexpr int kCoutPadding = 128;   // packed weights are padded to this many output channels
 constexpr size_t kAlign = 256;
 
-// Block shapes the dispatcher can pick (M x N). Tensor cores: all four; fp32: 64x64.
-enum class Tile : int { k32x64 = 0, k64x64 = 1, k64x128 = 2, k32x128 = 3 };
+// Block shapes the dispatcher can pick (M x N, and 4 or 8 warps). Tensor cores: all;
+// fp32: 64x64 with 4 warps. The 8-warp shapes give each scheduler twice the warps to hide
+// the gathers' latency behind (the sampling loop is latency bound, see bench/NOTES.md).
+enum class Tile : int {
+  k32x64 = 0, k64x64 = 1, k64x128 = 2, k32x128 = 3,
+  k32x64w8 = 4, k64x64w8 = 5, k64x128w8 = 6, k128x64w8 = 7, k128x128w8 = 8,
+};
+constexpr int kTileCount = 9;
 
 struct Config {
   Tile tile;
   int split_k;  // number of K slices (1: no split)
 };
 
-inline int tile_m(Tile t) { return (t == Tile::k32x64 || t == Tile::k32x128) ? 32 : 64; }
-inline int tile_n(Tile t) { return (t == Tile::k64x128 || t == Tile::k32x128) ? 128 : 64; }
+struct TileShape {
+  int m, n, threads;
+};
+inline TileShape tile_shape(Tile t) {
+  constexpr TileShape kShapes[kTileCount] = {{32, 64, 128},  {64, 64, 128},  {64, 128, 128},
+                                             {32, 128, 128}, {32, 64, 256},  {64, 64, 256},
+                                             {64, 128, 256}, {128, 64, 256}, {128, 128, 256}};
+  return kShapes[(int)t];
+}
+inline int tile_m(Tile t) { return tile_shape(t).m; }
+inline int tile_n(Tile t) { return tile_shape(t).n; }
+inline int tile_threads(Tile t) { return tile_shape(t).threads; }
 
 inline size_t align_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
 
@@ -80,6 +97,9 @@ struct Shape {
   int k_steps;        // dg * taps * chunks_per_q
   long long m_total;  // batch * out_h * out_w
   int cout_pad;
+  bool channels_last;      // input read and output written NHWC, no NHWC copy
+  bool weights_resident;   // the caller passes packed weights (no packing per call)
+  bool counters_resident;  // the caller passes split-K counters that are zero at rest
 };
 
 template <typename T>
@@ -108,10 +128,30 @@ inline Shape make_shape(const ConvGeometry& g) {
   s.k_steps = s.dg * s.taps * s.chunks_per_q;
   s.m_total = (long long)g.batch * g.out_height * g.out_width;
   s.cout_pad = (g.out_channels + kCoutPadding - 1) / kCoutPadding * kCoutPadding;
+  s.channels_last = false;
+  s.weights_resident = false;
+  s.counters_resident = false;
   return s;
 }
 
-// Workspace layout: [NHWC input][packed weights][split-K partials][tile counters].
+template <typename T>
+inline Shape make_shape(const ForwardArgs<T>& a) {
+  Shape s = make_shape<T>(a.geometry);
+  s.channels_last = a.channels_last;
+  s.weights_resident = a.weight_packed != nullptr;
+  s.counters_resident = a.split_k_counters != nullptr;
+  return s;
+}
+
+// Corners outside the image read this block of zeros instead of the input (no predicated
+// loads, exact zeros even next to inf/NaN inputs). Zero-initialised at module load and
+// never written; bounds the channels of one deformable group (shape_supported).
+constexpr int kZeroPixelBytes = 16384;
+static __device__ uint4 g_zero_pixel[kZeroPixelBytes / 16];
+
+// Workspace layout: [NHWC input][packed weights][split-K partials][tile counters]; the
+// parts the caller provides (channels-last input, resident weights or counters) take no
+// room.
 struct Layout {
   size_t input_offset, weight_offset, partial_offset, counter_offset, total;
   int tiles_m, tiles_n;
@@ -125,17 +165,16 @@ inline Layout make_layout(const Shape& s, const Config& c) {
   l.tiles_n = (s.cout + tile_n(c.tile) - 1) / tile_n(c.tile);
   size_t off = 0;
   l.input_offset = off;
-  // One extra pixel of zeros: corners outside the image point there (no predicated loads).
-  off += align_up(((size_t)s.batch * s.height * s.width + 1) * s.c_pad * sizeof(T), kAlign);
+  if (!s.channels_last) off += align_up((size_t)s.batch * s.height * s.width * s.c_pad * sizeof(T), kAlign);
   l.weight_offset = off;
-  off += align_up((size_t)s.cout_pad * s.k_steps * Traits<T>::kChunk * sizeof(T), kAlign);
+  if (!s.weights_resident) off += align_up((size_t)s.cout_pad * s.k_steps * Traits<T>::kChunk * sizeof(T), kAlign);
   l.partial_offset = off;
   if (c.split_k > 1) {
     off += align_up((size_t)c.split_k * l.tiles_m * l.tiles_n * tile_m(c.tile) * tile_n(c.tile) *
                         sizeof(float), kAlign);
   }
   l.counter_offset = off;
-  if (c.split_k > 1) off += align_up((size_t)l.tiles_m * l.tiles_n * sizeof(int), kAlign);
+  if (c.split_k > 1 && !s.counters_resident) off += align_up((size_t)l.tiles_m * l.tiles_n * sizeof(int), kAlign);
   l.total = off;
   return l;
 }
@@ -306,9 +345,8 @@ __global__ void __launch_bounds__(256) prepare_kernel(PrepareParams<T> p) {
   const int block = blockIdx.x - p.transpose_blocks;
   if (block == 0) {
     for (int i = threadIdx.x; i < p.counter_count; i += blockDim.x) p.counters[i] = 0;
-    T* zero_pixel = p.input_nhwc + (size_t)s.batch * s.height * s.width * s.c_pad;
-    for (int i = threadIdx.x; i < s.c_pad; i += blockDim.x) zero_pixel[i] = from_float<T>(0.f);
   }
+  if (s.weights_resident) return;  // this block only zeroed the counters
   const int k_total = s.k_steps * Traits<T>::kChunk;  // = dg*taps*cpg_pad
   if (Traits<T>::kTensorCore) {
     const int co = block;
@@ -364,35 +402,46 @@ __device__ __forceinline__ bool locate_pixel(const GemmParams<T>& p, int tile, i
 }
 
 // The corner table: for (q, pixel) the four bilinear weights (mask folded in; NaN for a
-// NaN coordinate) and the element offsets of the four corners in the NHWC copy (image and
-// group included); a corner outside the image points at the zero pixel after the copy.
+// NaN coordinate) and the addresses of the four corners in the NHWC input (image and group
+// included); a corner outside the image points at g_zero_pixel.
 struct CornerTable {
-  float4* weights;  // [kTableTaps][BM]
-  int4* where;      // [kTableTaps][BM]
+  float4* weights;      // [kTableTaps][BM]
+  ulonglong2* where;    // [kTableTaps][BM][2]: corners (0, 1) and (2, 3)
 };
-constexpr int kTableEntryBytes = 32;
+constexpr int kTableEntryBytes = 48;
 
 template <typename T>
 __device__ __forceinline__ void fill_corner_table(const GemmParams<T>& p, CornerTable t, int bm,
                                                   int tile, int q_lo, int nq) {
+  // Each thread keeps one pixel (blockDim.x is a multiple of bm) and walks (group, tap)
+  // pairs blockDim.x / bm apart: the pixel's position and its offset/mask addresses are
+  // computed once, and the pair indices advance without divisions.
   const Shape& s = p.s;
   const int plane = s.out_h * s.out_w;
-  for (int e = threadIdx.x; e < nq * bm; e += kThreads) {
-    const int qi = e / bm, pl = e - qi * bm;
+  const int pl = (int)threadIdx.x % bm, stride = (int)blockDim.x / bm;
+  int qi = (int)threadIdx.x / bm;
+  if (qi >= nq) return;
+  const unsigned long long zero = reinterpret_cast<unsigned long long>(&g_zero_pixel[0]);
+  int n_img, pix, ho, wo;
+  const bool inside = locate_pixel(p, tile, pl, bm, n_img, pix, ho, wo);
+  const int kernel_h = s.taps / s.kernel_w;
+  int q = q_lo + qi;
+  int g = s.dg == 1 ? 0 : q / s.taps;
+  int i = (q - g * s.taps) / s.kernel_w, j = (q - g * s.taps) - i * s.kernel_w;
+  const T* off = p.offset + ((size_t)n_img * 2 * s.dg * s.taps) * plane + pix;
+  const T* msk = p.mask + ((size_t)n_img * s.dg * s.taps) * plane + pix;
+  const T* image = p.input_nhwc + (long long)n_img * s.height * s.width * s.c_pad;
+  const int y_base = ho * s.stride_h - s.pad_h, x_base = wo * s.stride_w - s.pad_w;
+  const long long right_step = s.c_pad, down_step = (long long)s.width * s.c_pad;
+  for (; qi < nq; qi += stride, q += stride) {
     float4 w = make_float4(0.f, 0.f, 0.f, 0.f);
-    const int zero_pixel = s.batch * s.height * s.width * s.c_pad;
-    int4 where = make_int4(zero_pixel, zero_pixel, zero_pixel, zero_pixel);
-    int n_img, pix, ho, wo;
-    if (locate_pixel(p, tile, pl, bm, n_img, pix, ho, wo)) {
-      const int q = q_lo + qi;
-      const int g = s.dg == 1 ? 0 : q / s.taps, tap = q - g * s.taps;
-      const int i = tap / s.kernel_w, j = tap - i * s.kernel_w;
-      const T* off = p.offset + (size_t)(n_img * 2 * s.dg * s.taps + 2 * q) * plane + pix;
-      const float dy = to_float(off[0]);
-      const float dx = to_float(off[plane]);
-      const float mk = to_float(p.mask[(size_t)(n_img * s.dg * s.taps + q) * plane + pix]);
-      const float y = (float)(ho * s.stride_h - s.pad_h + i * s.dil_h) + dy;
-      const float x = (float)(wo * s.stride_w - s.pad_w + j * s.dil_w) + dx;
+    ulonglong2 where01 = make_ulonglong2(zero, zero), where23 = where01;
+    if (inside) {
+      const float dy = to_float(off[(size_t)(2 * q) * plane]);
+      const float dx = to_float(off[(size_t)(2 * q + 1) * plane]);
+      const float mk = to_float(msk[(size_t)q * plane]);
+      const float y = (float)(y_base + i * s.dil_h) + dy;
+      const float x = (float)(x_base + j * s.dil_w) + dx;
       if (isnan(y) || isnan(x)) {
         const float nan = __int_as_float(0x7fc00000);
         w = make_float4(nan, nan, nan, nan);
@@ -403,26 +452,35 @@ __device__ __forceinline__ void fill_corner_table(const GemmParams<T>& p, Corner
         w = make_float4(hy * hx * mk, hy * lx * mk, ly * hx * mk, ly * lx * mk);
         const bool top = y0 >= 0, bottom = y0 + 1 <= s.height - 1;
         const bool left = x0 >= 0, right = x0 + 1 <= s.width - 1;
-        const int corner = ((n_img * s.height + y0) * s.width + x0) * s.c_pad + g * s.cpg_pad;
-        const int right_step = s.c_pad, down_step = s.width * s.c_pad;
-        if (top && left) where.x = corner;
-        if (top && right) where.y = corner + right_step;
-        if (bottom && left) where.z = corner + down_step;
-        if (bottom && right) where.w = corner + down_step + right_step;
+        const T* corner = image + ((long long)y0 * s.width + x0) * s.c_pad + g * s.cpg_pad;
+        if (top && left) where01.x = reinterpret_cast<unsigned long long>(corner);
+        if (top && right) where01.y = reinterpret_cast<unsigned long long>(corner + right_step);
+        if (bottom && left) where23.x = reinterpret_cast<unsigned long long>(corner + down_step);
+        if (bottom && right) where23.y = reinterpret_cast<unsigned long long>(corner + down_step + right_step);
       }
     }
     t.weights[qi * bm + pl] = w;
-    t.where[qi * bm + pl] = where;
+    t.where[2 * (qi * bm + pl)] = where01;
+    t.where[2 * (qi * bm + pl) + 1] = where23;
+    for (j += stride; j >= s.kernel_w;) {  // (g, i, j) of pair q + stride
+      j -= s.kernel_w;
+      if (++i == kernel_h) {
+        i = 0;
+        ++g;
+      }
+    }
   }
 }
 
-// Loads the four corners (16 bytes each) of one thread's share of a pixel's chunk.
+// Loads the four corners (16 bytes each) of one thread's share of a pixel's chunk:
+// `entry` is the pixel's table entry, `element` the thread's first channel in the group.
 template <typename T>
-__device__ __forceinline__ void gather4(const T* base, const int4& where, uint4 (&v)[4]) {
-  v[0] = __ldg(reinterpret_cast<const uint4*>(base + where.x));
-  v[1] = __ldg(reinterpret_cast<const uint4*>(base + where.y));
-  v[2] = __ldg(reinterpret_cast<const uint4*>(base + where.z));
-  v[3] = __ldg(reinterpret_cast<const uint4*>(base + where.w));
+__device__ __forceinline__ void gather4(const ulonglong2* entry, int element, uint4 (&v)[4]) {
+  const ulonglong2 a = entry[0], b = entry[1];
+  v[0] = __ldg(reinterpret_cast<const uint4*>(reinterpret_cast<const T*>(a.x) + element));
+  v[1] = __ldg(reinterpret_cast<const uint4*>(reinterpret_cast<const T*>(a.y) + element));
+  v[2] = __ldg(reinterpret_cast<const uint4*>(reinterpret_cast<const T*>(b.x) + element));
+  v[3] = __ldg(reinterpret_cast<const uint4*>(reinterpret_cast<const T*>(b.y) + element));
 }
 
 template <typename T>
@@ -435,14 +493,34 @@ __device__ __forceinline__ void blend(const uint4 (&v)[4], const float4& w, floa
   for (int e = 0; e < kVec; ++e) r[e] = w.x * f[0][e] + w.y * f[1][e] + w.z * f[2][e] + w.w * f[3][e];
 }
 
+// fp16: the four corners blended with packed half2 FMAs, eight channels in four
+// instructions per corner. The bilinear weights (mask folded in) are computed in fp32 and
+// rounded to fp16 once; the blended value is rounded to fp16 for the MMA anyway, so the
+// packed blend adds a few fp16 roundings per sample, not the half-precision coordinate
+// error of torchvision's kernel (bench/NOTES.md: 2.2e-4 -> the measured figure there).
+__device__ __forceinline__ uint4 blend_packed(const uint4 (&v)[4], const float4& w) {
+  const __half2 w0 = __float2half2_rn(w.x), w1 = __float2half2_rn(w.y);
+  const __half2 w2 = __float2half2_rn(w.z), w3 = __float2half2_rn(w.w);
+  const __half2* c0 = reinterpret_cast<const __half2*>(&v[0]);
+  const __half2* c1 = reinterpret_cast<const __half2*>(&v[1]);
+  const __half2* c2 = reinterpret_cast<const __half2*>(&v[2]);
+  const __half2* c3 = reinterpret_cast<const __half2*>(&v[3]);
+  uint4 r;
+  __half2* o = reinterpret_cast<__half2*>(&r);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) o[i] = __hfma2(c3[i], w3, __hfma2(c2[i], w2, __hfma2(c1[i], w1, __hmul2(c0[i], w0))));
+  return r;
+}
+
 // Split-K: store this block's accumulators; if it is the tile's last slice to finish,
 // sum all slices in a fixed order (repeatable results). Returns whether to run the epilogue.
 template <int kAcc>
 __device__ __forceinline__ bool split_k_reduce(float (&acc)[kAcc], float* partials, int* counters,
                                                int tile, int split, int split_k, int* flag) {
-  float* mine = partials + ((size_t)tile * split_k + split) * kAcc * kThreads;
+  const int threads = (int)blockDim.x;
+  float* mine = partials + ((size_t)tile * split_k + split) * kAcc * threads;
 #pragma unroll
-  for (int a = 0; a < kAcc; ++a) __stcg(mine + a * kThreads + threadIdx.x, acc[a]);
+  for (int a = 0; a < kAcc; ++a) __stcg(mine + a * threads + threadIdx.x, acc[a]);
   // Release this block's partials / acquire the others' (acq_rel: cheaper than the
   // sequentially consistent __threadfence).
   asm volatile("fence.acq_rel.gpu;\n" ::: "memory");
@@ -456,9 +534,9 @@ __device__ __forceinline__ bool split_k_reduce(float (&acc)[kAcc], float* partia
   for (int a = 0; a < kAcc; ++a) sum[a] = 0.f;
 #pragma unroll 4
   for (int s = 0; s < split_k; ++s) {
-    const float* slice = partials + ((size_t)tile * split_k + s) * kAcc * kThreads;
+    const float* slice = partials + ((size_t)tile * split_k + s) * kAcc * threads;
 #pragma unroll
-    for (int a = 0; a < kAcc; ++a) sum[a] += s == split ? acc[a] : __ldcg(slice + a * kThreads + threadIdx.x);
+    for (int a = 0; a < kAcc; ++a) sum[a] += s == split ? acc[a] : __ldcg(slice + a * threads + threadIdx.x);
   }
 #pragma unroll
   for (int a = 0; a < kAcc; ++a) acc[a] = sum[a];
@@ -570,28 +648,32 @@ __device__ __forceinline__ void mma16816<__nv_bfloat16>(float (&d)[4], const uin
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
-template <typename T, int BM, int BN, int WARPS_M>
+template <typename T, int BM, int BN, int WARPS_M, int THREADS>
 struct MmaShape {
   static constexpr int kChunk = Traits<T>::kChunk;  // 64 channels (k) per step
   static constexpr int kRow = kChunk + 8;           // padded smem row: 144 bytes, conflict-free
-  static constexpr int WARPS_N = 4 / WARPS_M;
+  static constexpr int kThreads = THREADS;
+  static constexpr int kPixelsPerPass = THREADS / kLanesPerPixel;
+  static constexpr int WARPS_N = THREADS / 32 / WARPS_M;
   static constexpr int WM = BM / WARPS_M, WN = BN / WARPS_N;
   static constexpr int MT = WM / 16, NT = WN / 8;
   static constexpr int kAcc = MT * NT * 4;
   static constexpr int PPT = BM / kPixelsPerPass;            // pixels gathered per thread
   static constexpr int BPT = BN * kLanesPerPixel / kThreads;  // weight vectors per thread
-  static constexpr int kDepth = BM == 32 ? 2 : 1;  // steps of gathers in flight (registers allowing)
+  static constexpr int kDepth = PPT <= 2 ? 2 : 1;  // steps of gathers in flight (registers allowing)
   static constexpr int kSmemA = (kDepth + 1) * BM * kRow * (int)sizeof(T);
   static constexpr int kSmemB = (kDepth + 1) * BN * kRow * (int)sizeof(T);
   static constexpr int kSmemTable = kTableTaps * BM * kTableEntryBytes;
   static constexpr int kSmem = kSmemA + kSmemB + kSmemTable;
   static_assert(BN * (BM + 8) * (int)sizeof(T) <= kSmemA + kSmemB, "epilogue staging fits");
+  static_assert(BM * (BN + 8) * (int)sizeof(T) <= kSmemA + kSmemB, "channels-last staging fits");
   static_assert(MT >= 1 && NT % 2 == 0 && PPT >= 1 && BPT >= 1, "tile");
+  static_assert(THREADS % BM == 0, "epilogue: one pixel per thread and pass");
 };
 
-template <typename T, int BM, int BN, int WARPS_M>
+template <typename T, int BM, int BN, int WARPS_M, int THREADS>
 struct MmaStage {
-  using K = MmaShape<T, BM, BN, WARPS_M>;
+  using K = MmaShape<T, BM, BN, WARPS_M, THREADS>;
   const GemmParams<T>& p;
   T* smem_a;  // [2][BM][kRow]
   T* smem_b;  // [2][BN][kRow]
@@ -609,26 +691,32 @@ struct MmaStage {
 
   template <int R>
   __device__ __forceinline__ void load(int ks, int q, int chunk, int buf) {
-    const T* base = p.input_nhwc + chunk * K::kChunk + lane8 * Traits<T>::kVec;
+    const int element = chunk * K::kChunk + lane8 * Traits<T>::kVec;
 #pragma unroll
     for (int j = 0; j < K::PPT; ++j)
-      gather4(base, table.where[(q - q_lo) * BM + pixel0 + j * kPixelsPerPass], vals[R][j]);
+      gather4<T>(table.where + 2 * ((q - q_lo) * BM + pixel0 + j * K::kPixelsPerPass), element, vals[R][j]);
     const T* src = b_src + (size_t)ks * K::kChunk;
     T* dst = smem_b + buf * BN * K::kRow + b_dst;
 #pragma unroll
-    for (int j = 0; j < K::BPT; ++j)  // rows j * (kThreads / kLanesPerPixel) apart
-      cp_async16(dst + j * (kThreads / kLanesPerPixel) * K::kRow, src + j * (kThreads / kLanesPerPixel) * k_total);
+    for (int j = 0; j < K::BPT; ++j)  // rows j * kPixelsPerPass apart
+      cp_async16(dst + j * K::kPixelsPerPass * K::kRow, src + j * K::kPixelsPerPass * k_total);
     cp_async_commit();
   }
   template <int R>
   __device__ __forceinline__ void store(int buf, int q) {
 #pragma unroll
     for (int j = 0; j < K::PPT; ++j) {
-      const int pl = pixel0 + j * kPixelsPerPass;
+      const int pl = pixel0 + j * K::kPixelsPerPass;
       const float4 w = table.weights[(q - q_lo) * BM + pl];
-      float r[8];
-      blend<T>(vals[R][j], w, r);
-      *reinterpret_cast<uint4*>(smem_a + (buf * BM + pl) * K::kRow + lane8 * 8) = pack(r, (const T*)nullptr);
+      uint4 packed;
+      if constexpr (std::is_same<T, __half>::value) {
+        packed = blend_packed(vals[R][j], w);
+      } else {  // bf16: 8 mantissa bits leave no room for packed rounding; blend in fp32
+        float r[8];
+        blend<T>(vals[R][j], w, r);
+        packed = pack(r, (const T*)nullptr);
+      }
+      *reinterpret_cast<uint4*>(smem_a + (buf * BM + pl) * K::kRow + lane8 * 8) = packed;
     }
   }
   __device__ __forceinline__ void compute(int buf) {
@@ -659,15 +747,15 @@ struct MmaStage {
 
 // Blocks an SM should hold at once (caps registers so that the gathers of several blocks
 // are in flight together).
-template <int BM, int BN>
+template <int BM, int BN, int THREADS>
 struct MinBlocks {
-  static constexpr int value = BN == 128 ? 2 : (BM == 64 ? 3 : 4);
+  static constexpr int value = THREADS == 256 ? (BM * BN >= 128 * 128 ? 1 : 2) : (BN == 128 ? 2 : (BM == 64 ? 3 : 4));
 };
 
-template <typename T, int BM, int BN, int WARPS_M>
-__global__ void __launch_bounds__(kThreads, MinBlocks<BM, BN>::value) igemm_mma_kernel(GemmParams<T> p) {
+template <typename T, int BM, int BN, int WARPS_M, int THREADS>
+__global__ void __launch_bounds__(THREADS, MinBlocks<BM, BN, THREADS>::value) igemm_mma_kernel(GemmParams<T> p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  using K = MmaShape<T, BM, BN, WARPS_M>;
+  using K = MmaShape<T, BM, BN, WARPS_M, THREADS>;
   extern __shared__ uint4 smem_dyn[];
   __shared__ int last_flag;
   char* smem = reinterpret_cast<char*>(smem_dyn);
@@ -676,11 +764,11 @@ __global__ void __launch_bounds__(kThreads, MinBlocks<BM, BN>::value) igemm_mma_
   const int tile_m_idx = blockIdx.x % p.tiles_m, tile_n_idx = blockIdx.x / p.tiles_m;
   const int split = blockIdx.y;
 
-  MmaStage<T, BM, BN, WARPS_M> st{p};
+  MmaStage<T, BM, BN, WARPS_M, THREADS> st{p};
   st.smem_a = reinterpret_cast<T*>(smem);
   st.smem_b = reinterpret_cast<T*>(smem + K::kSmemA);
   st.table.weights = reinterpret_cast<float4*>(smem + K::kSmemA + K::kSmemB);
-  st.table.where = reinterpret_cast<int4*>(smem + K::kSmemA + K::kSmemB + kTableTaps * BM * 16);
+  st.table.where = reinterpret_cast<ulonglong2*>(smem + K::kSmemA + K::kSmemB + kTableTaps * BM * 16);
   st.lane8 = tid % kLanesPerPixel;
   st.pixel0 = tid / kLanesPerPixel;
   st.lane = tid % 32;
@@ -724,16 +812,35 @@ __global__ void __launch_bounds__(kThreads, MinBlocks<BM, BN>::value) igemm_mma_
         const int col = st.warp_n * K::WN + nt * 8 + (st.lane % 4) * 2 + (c % 2);
         float v = st.acc[mt][nt][c];
         if (p.bias != nullptr && n0 + col < s.cout) v += to_float(p.bias[n0 + col]);
-        smem_c[col * (BM + 8) + row] = from_float<T>(v);
+        // NCHW output: staged [channel][pixel]; channels-last: [pixel][channel].
+        if (s.channels_last) smem_c[row * (BN + 8) + col] = from_float<T>(v);
+        else smem_c[col * (BM + 8) + row] = from_float<T>(v);
       }
   __syncthreads();
-  // kThreads is a multiple of BM: each thread stores one pixel's channels.
+  // THREADS is a multiple of BM: each thread stores one pixel's channels.
   const int plane = s.out_h * s.out_w;
+  if (s.channels_last) {  // 16-byte stores along each pixel's channels
+    constexpr int kVecs = BN / 8;
+    const bool vector_ok = s.cout % 8 == 0 && reinterpret_cast<uintptr_t>(p.output) % 16 == 0;
+    for (int e = tid; e < BM * kVecs; e += THREADS) {
+      const int pl = e / kVecs, col = (e - pl * kVecs) * 8;
+      int n_img, pix, ho, wo;
+      if (n0 + col >= s.cout || !locate_pixel(p, tile_m_idx, pl, BM, n_img, pix, ho, wo)) continue;
+      T* dst = p.output + ((size_t)n_img * plane + pix) * s.cout + n0 + col;
+      const T* src = smem_c + pl * (BN + 8) + col;
+      if (vector_ok) {
+        *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
+      } else {
+        for (int c = 0; c < 8 && n0 + col + c < s.cout; ++c) dst[c] = src[c];
+      }
+    }
+    return;
+  }
   const int pl = tid % BM;
   int n_img, pix, ho, wo;
   if (locate_pixel(p, tile_m_idx, pl, BM, n_img, pix, ho, wo)) {
     T* out = p.output + (size_t)n_img * s.cout * plane + pix;
-    for (int col = tid / BM; col < BN; col += kThreads / BM) {
+    for (int col = tid / BM; col < BN; col += THREADS / BM) {
       if (n0 + col < s.cout) out[(size_t)(n0 + col) * plane] = smem_c[col * (BM + 8) + pl];
     }
   }
@@ -771,10 +878,10 @@ struct FfmaStage {
 
   template <int R>
   __device__ __forceinline__ void load(int ks, int q, int chunk, int buf) {
-    const float* base = p.input_nhwc + chunk * K::kChunk + lane8 * 4;
+    const int element = chunk * K::kChunk + lane8 * 4;
 #pragma unroll
     for (int j = 0; j < K::PPT; ++j)
-      gather4(base, table.where[(q - q_lo) * K::BM + pixel0 + j * kPixelsPerPass], vals[j]);
+      gather4<float>(table.where + 2 * ((q - q_lo) * K::BM + pixel0 + j * kPixelsPerPass), element, vals[j]);
 #pragma unroll
     for (int j = 0; j < K::BPT; ++j) {
       const int v = threadIdx.x + j * kThreads;
@@ -828,7 +935,7 @@ __global__ void __launch_bounds__(kThreads, 3) igemm_ffma_kernel(GemmParams<floa
   st.smem_a = reinterpret_cast<float*>(smem);
   st.smem_b = reinterpret_cast<float*>(smem + K::kSmemA);
   st.table.weights = reinterpret_cast<float4*>(smem + K::kSmemA + K::kSmemB);
-  st.table.where = reinterpret_cast<int4*>(smem + K::kSmemA + K::kSmemB + kTableTaps * K::BM * 16);
+  st.table.where = reinterpret_cast<ulonglong2*>(smem + K::kSmemA + K::kSmemB + kTableTaps * K::BM * 16);
   st.lane8 = tid % kLanesPerPixel;
   st.pixel0 = tid / kLanesPerPixel;
   st.tm = tid % K::THREADS_M;
@@ -853,11 +960,14 @@ __global__ void __launch_bounds__(kThreads, 3) igemm_ffma_kernel(GemmParams<floa
   for (int i = 0; i < K::TM; ++i) {
     int n_img, pix, ho, wo;
     if (!locate_pixel(p, tile_m_idx, st.tm * 4 + i, K::BM, n_img, pix, ho, wo)) continue;
-    float* out = p.output + (size_t)n_img * s.cout * plane + pix;
+    // NCHW: channel co of the pixel is `plane` elements on; channels-last: the next one.
+    float* out = p.output + (s.channels_last ? ((size_t)n_img * plane + pix) * s.cout
+                                             : (size_t)n_img * s.cout * plane + pix);
+    const size_t channel_step = s.channels_last ? 1 : (size_t)plane;
 #pragma unroll
     for (int j = 0; j < K::TN; ++j) {
       const int co = st.n0 + st.tn * 4 + (j % 4) + (j / 4) * (K::BN / 2);
-      if (co < s.cout) out[(size_t)co * plane] = st.acc[i][j] + (p.bias != nullptr ? p.bias[co] : 0.f);
+      if (co < s.cout) out[(size_t)co * channel_step] = st.acc[i][j] + (p.bias != nullptr ? p.bias[co] : 0.f);
     }
   }
 #endif
@@ -875,7 +985,7 @@ template <typename T>
 inline bool valid_config(const Shape& s, const Config& c) {
   if (c.split_k < 1 || c.split_k > s.k_steps) return false;
   if (!Traits<T>::kTensorCore) return c.tile == Tile::k64x64;
-  return true;
+  return (int)c.tile >= 0 && (int)c.tile < kTileCount;
 }
 
 inline long long tile_count(const Shape& s, Tile t) {
@@ -885,36 +995,58 @@ inline long long tile_count(const Shape& s, Tile t) {
   return tiles_m * ((s.cout + tile_n(t) - 1) / tile_n(t));
 }
 
-// Picks the block shape and the split of K from the layer's GEMM size (rules fitted to
-// sweeps of every block shape and split over the CenterNet layers on an H100, see
-// bench/NOTES.md): N tiles of 128 when there are at least 128 output channels (each
-// gathered A tile then feeds twice the MMAs); 64-pixel tiles when they alone give most
-// SMs a block, else 32-pixel tiles; K split until about two (128-wide tiles) or three
-// (64-wide) blocks per SM exist, in slices of at least kMinSteps steps; a 128-wide tile
-// that would need more than 8 slices takes 64-wide tiles instead. fp32 (64x64 only):
-// K split to at most three blocks per SM, rounded down, at most 16 slices.
+// Picks the block shape and the split of K from the layer's GEMM size (rules fitted to a
+// sweep of every block shape and split over the CenterNet layers on an H100, see
+// bench/NOTES.md). Tensor cores: 8-warp blocks, two per SM. The sweep's times jump once a
+// launch needs a second wave, so the rule fills one wave (2 x SMs blocks) as fully as it
+// can, with the fewest K slices among the fullest candidates (each slice adds fp32
+// partials and a reduction); with 256 or more output channels a 64x128 tile with at most
+// 4 slices wins ties (it gathers each A tile once per 128 outputs, not per 64). Layers
+// too big for one wave take 128x64 tiles (64 output channels) or 64x64 / 64x128 ones.
+// fp32 (64x64, 4 warps only): K split to at most three blocks per SM, at most 16 slices.
 template <typename T>
 inline Config choose_config(const Shape& s, int sms) {
   constexpr int kMinSteps = 3;
   const long long max_split = s.k_steps / kMinSteps > 1 ? s.k_steps / kMinSteps : 1;
   auto clamp_split = [&](long long split) { return (int)(split > max_split ? max_split : (split < 1 ? 1 : split)); };
-  auto rounded = [&](long long tiles) { return (3LL * sms + tiles / 2) / tiles; };
   if (!Traits<T>::kTensorCore) {  // fp32: whole blocks per SM only, at most 16 slices
     const long long split = 3LL * sms / tile_count(s, Tile::k64x64);
     return Config{Tile::k64x64, clamp_split(split > 16 ? 16 : split)};
   }
-  const bool wide = s.cout >= 128;
-  const Tile big = wide ? Tile::k64x128 : Tile::k64x64;
-  const long long big_tiles = tile_count(s, big);
-  if (big_tiles * 4 >= 3LL * sms) {
-    if (wide) return Config{big, clamp_split(2LL * sms / big_tiles)};
-    return Config{big, s.k_steps < 2 * 9 ? 1 : clamp_split(rounded(big_tiles))};
+  const long long wave = 2LL * sms;
+  const bool wide = s.cout >= 256;
+  Config best{Tile::k32x64w8, 0};
+  long long best_blocks = 0;
+  bool best_wide = false;
+  const Tile tiles[] = {Tile::k32x64w8, Tile::k64x64w8, Tile::k128x64w8, Tile::k64x128w8};
+  // Two passes: the fullest wave first, then the preferred candidate within 90 % of it.
+  for (int pass = 0; pass < 2; ++pass) {
+    for (Tile tile : tiles) {
+      const bool is_wide = tile == Tile::k64x128w8;
+      if (is_wide && !wide) continue;
+      const long long t = tile_count(s, tile);
+      for (long long split = 1; split <= max_split && split <= 16 && (!is_wide || split <= 4); ++split) {
+        const long long blocks = t * split;
+        if (blocks > wave) break;
+        if (pass == 0) {
+          if (blocks > best_blocks) best_blocks = blocks;
+          continue;
+        }
+        if (blocks * 10 < best_blocks * 9) continue;
+        const bool better = best.split_k == 0 || (is_wide && !best_wide) ||
+                            (is_wide == best_wide && split < best.split_k);
+        if (better) {
+          best = Config{tile, (int)split};
+          best_wide = is_wide;
+        }
+        break;  // more slices of this tile only add partials
+      }
+    }
   }
-  if (wide) {
-    const long long tiles = tile_count(s, Tile::k32x128);
-    if (2LL * sms / tiles <= 8) return Config{Tile::k32x128, clamp_split(2LL * sms / tiles)};
-  }
-  return Config{Tile::k32x64, clamp_split(rounded(tile_count(s, Tile::k32x64)))};
+  if (best.split_k > 0) return best;
+  // More than one wave even unsplit.
+  if (s.cout <= 64) return Config{Tile::k128x64w8, 1};
+  return Config{wide ? Tile::k64x128w8 : Tile::k64x64w8, 1};
 }
 
 template <typename T>
@@ -928,6 +1060,7 @@ inline bool shape_supported(const ConvGeometry& g) {
   // Several deformable groups: one K step must not straddle two groups.
   if (dg > 1 && (g.in_channels / dg) % Traits<T>::kChunk != 0) return false;
   const Shape s = make_shape<T>(g);
+  if ((size_t)s.cpg_pad * sizeof(T) > (size_t)kZeroPixelBytes) return false;  // g_zero_pixel's size
   // 32-bit index math: element offsets into the NHWC copy (all images), pixel indices
   // (plus a tile), offset/mask channel indices and packed-weight indices.
   constexpr long long kLimit = (1LL << 31) - 1024;
@@ -940,28 +1073,42 @@ inline bool shape_supported(const ConvGeometry& g) {
   return true;
 }
 
+// Channels-last input needs no NHWC copy when a K step's channels never cross the end of a
+// pixel's (or a group's) channels, i.e. each group holds a multiple of the chunk.
+template <typename T>
+inline bool channels_last_supported(const ConvGeometry& g) {
+  return shape_supported<T>(g) && (g.in_channels / g.deformable_groups) % Traits<T>::kChunk == 0;
+}
+
 template <typename T>
 inline size_t workspace_bytes_for(const ConvGeometry& g, const Config& c) {
   return make_layout<T>(make_shape<T>(g), c).total;
 }
+template <typename T>
+inline size_t workspace_bytes_for(const ForwardArgs<T>& a, const Config& c) {
+  return make_layout<T>(make_shape<T>(a), c).total;
+}
 
+// after_prepare: the GEMM may start while the prepare kernel runs (programmatic dependent
+// launch); without a prepare kernel it must not, since its corner table reads the offsets
+// that the stream's previous kernel may still be writing.
 template <typename T, typename KernelFn>
-inline cudaError_t launch_dynamic(KernelFn kernel, dim3 grid, int smem, cudaStream_t stream,
-                                  const GemmParams<T>& gp) {
+inline cudaError_t launch_dynamic(KernelFn kernel, dim3 grid, int threads, int smem, cudaStream_t stream,
+                                  const GemmParams<T>& gp, bool after_prepare) {
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return err;
   int dev = 0, major = 0;
   if (cudaGetDevice(&dev) == cudaSuccess) cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
   cudaLaunchConfig_t config = {};
   config.gridDim = grid;
-  config.blockDim = dim3(kThreads);
+  config.blockDim = dim3((unsigned)threads);
   config.dynamicSmemBytes = (size_t)smem;
   config.stream = stream;
   cudaLaunchAttribute overlap[1];
   overlap[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   overlap[0].val.programmaticStreamSerializationAllowed = 1;
   config.attrs = overlap;
-  config.numAttrs = major >= 9 ? 1 : 0;  // griddepcontrol exists from Hopper on
+  config.numAttrs = major >= 9 && after_prepare ? 1 : 0;  // griddepcontrol exists from Hopper on
   return cudaLaunchKernelEx(&config, kernel, gp);
 }
 
@@ -970,24 +1117,26 @@ inline cudaError_t launch_with(const ForwardArgs<T>& args, void* workspace, cuda
                                const Config& config) {
   const ConvGeometry& g = args.geometry;
   if (!shape_supported<T>(g)) return cudaErrorNotSupported;
-  const Shape s = make_shape<T>(g);
+  if (args.channels_last && !channels_last_supported<T>(g)) return cudaErrorNotSupported;
+  const Shape s = make_shape<T>(args);
   if (!valid_config<T>(s, config)) return cudaErrorInvalidValue;
-  if (workspace == nullptr) return cudaErrorInvalidValue;
   const Layout l = make_layout<T>(s, config);
+  if (workspace == nullptr && l.total > 0) return cudaErrorInvalidValue;
   char* ws = static_cast<char*>(workspace);
-  T* input_nhwc = reinterpret_cast<T*>(ws + l.input_offset);
-  T* weight_packed = reinterpret_cast<T*>(ws + l.weight_offset);
+  const T* input_nhwc = s.channels_last ? args.input : reinterpret_cast<T*>(ws + l.input_offset);
+  const T* weight_packed = s.weights_resident ? args.weight_packed : reinterpret_cast<T*>(ws + l.weight_offset);
   float* partials = reinterpret_cast<float*>(ws + l.partial_offset);
-  int* counters = reinterpret_cast<int*>(ws + l.counter_offset);
   const int tiles = l.tiles_m * l.tiles_n;
+  int* counters = s.counters_resident ? args.split_k_counters : reinterpret_cast<int*>(ws + l.counter_offset);
+  const bool zero_counters = config.split_k > 1 && !s.counters_resident;
 
   PrepareParams<T> pp;
   pp.input = args.input;
   pp.weight = args.weight;
-  pp.input_nhwc = input_nhwc;
-  pp.weight_packed = weight_packed;
+  pp.input_nhwc = const_cast<T*>(input_nhwc);
+  pp.weight_packed = const_cast<T*>(weight_packed);
   pp.counters = counters;
-  pp.counter_count = config.split_k > 1 ? tiles : 0;
+  pp.counter_count = zero_counters ? tiles : 0;
   pp.channels = g.in_channels;
   pp.cpg = g.in_channels / s.dg;
   pp.s = s;
@@ -995,15 +1144,20 @@ inline cudaError_t launch_with(const ForwardArgs<T>& args, void* workspace, cuda
                     reinterpret_cast<uintptr_t>(args.input) % kVectorBytes == 0;
   constexpr int kTile = kChunkBytes / (int)sizeof(T);
   const long long pixel_tiles = ((long long)s.height * s.width + kTile - 1) / kTile;
-  const long long transpose_blocks = pixel_tiles * (s.c_pad / kTile) * s.batch;
-  const long long pack_blocks = Traits<T>::kTensorCore
+  const long long transpose_blocks = s.channels_last ? 0 : pixel_tiles * (s.c_pad / kTile) * s.batch;
+  // Resident weights: one block only when it has counters to zero.
+  const long long pack_blocks = s.weights_resident ? (zero_counters ? 1 : 0)
+                                : Traits<T>::kTensorCore
                                     ? (long long)s.cout_pad
                                     : ((long long)s.k_steps * Traits<T>::kChunk * s.cout_pad + 255) / 256;
   if (transpose_blocks + pack_blocks >= (1LL << 31)) return cudaErrorNotSupported;
   pp.transpose_blocks = (int)transpose_blocks;
-  prepare_kernel<T><<<(unsigned)(transpose_blocks + pack_blocks), 256, 0, stream>>>(pp);
-  cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) return err;
+  const bool prepare = transpose_blocks + pack_blocks > 0;
+  if (prepare) {
+    prepare_kernel<T><<<(unsigned)(transpose_blocks + pack_blocks), 256, 0, stream>>>(pp);
+    const cudaError_t err = cudaGetLastError();
+    if (err != cudaSuccess) return err;
+  }
 
   GemmParams<T> gp;
   gp.input_nhwc = input_nhwc;
@@ -1021,19 +1175,25 @@ inline cudaError_t launch_with(const ForwardArgs<T>& args, void* workspace, cuda
   gp.split_k = config.split_k;
   const dim3 grid((unsigned)tiles, (unsigned)config.split_k);
   if constexpr (Traits<T>::kTensorCore) {
+#define DCN_IGEMM_TILE(NAME, BM, BN, WARPS_M, THREADS)                                          \
+  case Tile::NAME:                                                                               \
+    return launch_dynamic<T>(igemm_mma_kernel<T, BM, BN, WARPS_M, THREADS>, grid, THREADS,       \
+                             MmaShape<T, BM, BN, WARPS_M, THREADS>::kSmem, stream, gp, prepare);
     switch (config.tile) {
-      case Tile::k32x64:
-        return launch_dynamic<T>(igemm_mma_kernel<T, 32, 64, 2>, grid, MmaShape<T, 32, 64, 2>::kSmem, stream, gp);
-      case Tile::k64x64:
-        return launch_dynamic<T>(igemm_mma_kernel<T, 64, 64, 2>, grid, MmaShape<T, 64, 64, 2>::kSmem, stream, gp);
-      case Tile::k64x128:
-        return launch_dynamic<T>(igemm_mma_kernel<T, 64, 128, 2>, grid, MmaShape<T, 64, 128, 2>::kSmem, stream, gp);
-      case Tile::k32x128:
-        return launch_dynamic<T>(igemm_mma_kernel<T, 32, 128, 2>, grid, MmaShape<T, 32, 128, 2>::kSmem, stream, gp);
+      DCN_IGEMM_TILE(k32x64, 32, 64, 2, 128)
+      DCN_IGEMM_TILE(k64x64, 64, 64, 2, 128)
+      DCN_IGEMM_TILE(k64x128, 64, 128, 2, 128)
+      DCN_IGEMM_TILE(k32x128, 32, 128, 2, 128)
+      DCN_IGEMM_TILE(k32x64w8, 32, 64, 2, 256)
+      DCN_IGEMM_TILE(k64x64w8, 64, 64, 2, 256)
+      DCN_IGEMM_TILE(k64x128w8, 64, 128, 2, 256)
+      DCN_IGEMM_TILE(k128x64w8, 128, 64, 4, 256)
+      DCN_IGEMM_TILE(k128x128w8, 128, 128, 2, 256)
     }
+#undef DCN_IGEMM_TILE
     return cudaErrorInvalidValue;
   } else {
-    return launch_dynamic<T>(igemm_ffma_kernel, grid, FfmaShape::kSmem, stream, gp);
+    return launch_dynamic<T>(igemm_ffma_kernel, grid, kThreads, FfmaShape::kSmem, stream, gp, prepare);
   }
 }
 
@@ -1051,16 +1211,72 @@ bool igemm_supported(const ConvGeometry& geometry) {
   return major >= 8;
 }
 
+// True when launch_igemm_forward also takes this geometry channels-last (each deformable
+// group holds a multiple of 64 (fp16/bf16) or 32 (fp32) channels).
+template <typename T>
+bool igemm_channels_last_supported(const ConvGeometry& geometry) {
+  return igemm_supported<T>(geometry) && igemm::channels_last_supported<T>(geometry);
+}
+
 // Bytes of device scratch launch_igemm_forward needs on the current device (the NHWC
-// copy of the input, the packed weights and, for split-K layers, fp32 partials).
+// copy of the input, the packed weights and, for split-K layers, fp32 partials and tile
+// counters). The geometry-only form is the most any ForwardArgs of that geometry needs;
+// the ForwardArgs form leaves out what the caller provides (channels-last input, resident
+// weights or counters).
 template <typename T>
 size_t igemm_workspace_bytes(const ConvGeometry& geometry) {
   if (!igemm::shape_supported<T>(geometry)) return 0;
   const igemm::Shape s = igemm::make_shape<T>(geometry);
   return igemm::workspace_bytes_for<T>(geometry, igemm::choose_config<T>(s, igemm::device_sm_count()));
 }
+template <typename T>
+size_t igemm_workspace_bytes(const ForwardArgs<T>& args) {
+  if (!igemm::shape_supported<T>(args.geometry)) return 0;
+  const igemm::Shape s = igemm::make_shape<T>(args.geometry);
+  return igemm::workspace_bytes_for<T>(args, igemm::choose_config<T>(s, igemm::device_sm_count()));
+}
 
-// Runs the forward on `stream`. `workspace` must hold igemm_workspace_bytes<T>(geometry)
+// Split-K tile counters launch_igemm_forward uses for this geometry (0: no split). A caller
+// that keeps them between calls (ForwardArgs::split_k_counters) zeroes them once.
+template <typename T>
+int igemm_counter_count(const ConvGeometry& geometry) {
+  if (!igemm::shape_supported<T>(geometry)) return 0;
+  const igemm::Shape s = igemm::make_shape<T>(geometry);
+  const igemm::Config c = igemm::choose_config<T>(s, igemm::device_sm_count());
+  if (c.split_k <= 1) return 0;
+  const igemm::Layout l = igemm::make_layout<T>(s, c);
+  return l.tiles_m * l.tiles_n;
+}
+
+// Elements of the packed weights (ForwardArgs::weight_packed) for this geometry.
+template <typename T>
+size_t igemm_packed_weight_elements(const ConvGeometry& geometry) {
+  const igemm::Shape s = igemm::make_shape<T>(geometry);
+  return (size_t)s.cout_pad * s.k_steps * igemm::Traits<T>::kChunk;
+}
+
+// Packs `weight` ([Cout, Cin, kh, kw]) into the GEMM's layout, for callers that keep the
+// packed copy between calls (igemm_packed_weight_elements<T>(geometry) elements).
+template <typename T>
+cudaError_t launch_igemm_pack_weights(const ConvGeometry& geometry, const T* weight, T* packed,
+                                      cudaStream_t stream) {
+  if (!igemm::shape_supported<T>(geometry)) return cudaErrorNotSupported;
+  igemm::PrepareParams<T> pp{};
+  pp.weight = weight;
+  pp.weight_packed = packed;
+  pp.counter_count = 0;
+  pp.channels = geometry.in_channels;
+  pp.s = igemm::make_shape<T>(geometry);
+  pp.cpg = geometry.in_channels / pp.s.dg;
+  pp.transpose_blocks = 0;
+  const long long blocks = igemm::Traits<T>::kTensorCore
+                               ? (long long)pp.s.cout_pad
+                               : ((long long)pp.s.k_steps * igemm::Traits<T>::kChunk * pp.s.cout_pad + 255) / 256;
+  igemm::prepare_kernel<T><<<(unsigned)blocks, 256, 0, stream>>>(pp);
+  return cudaGetLastError();
+}
+
+// Runs the forward on `stream`. `workspace` must hold igemm_workspace_bytes<T>(args)
 // bytes, 256-byte aligned, and must not be used by another launch running concurrently.
 template <typename T>
 cudaError_t launch_igemm_forward(const ForwardArgs<T>& args, void* workspace, cudaStream_t stream) {
