@@ -51,7 +51,9 @@ gpu_us = gpu_time_us
 
 
 DT = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-TILES = {0: "32x64", 1: "64x64", 2: "64x128", 3: "32x128"}
+TILES = {0: "32x64", 1: "64x64", 2: "64x128", 3: "32x128", 4: "32x64w8", 5: "64x64w8", 6: "64x128w8",
+         7: "128x64w8", 8: "128x128w8"}
+PHASES = os.environ.get("DEV_PHASES", "acc,prof,sweep").split(",")
 
 
 def main():
@@ -67,12 +69,12 @@ def main():
         (1, 512, 256, 16, 16, 3, 1, 1, 1),
     ]
     worst = {}
-    for dname, dtype in DT.items():
+    for dname, dtype in (DT.items() if "acc" in PHASES else []):
         for case in cases:
             n, cin, cout, h, w, k, st, pd, dg = case
             x, off, mask, wt, b = make_inputs(n, cin, cout, h, w, dtype, k, st, pd, dg, seed=len(results["accuracy"]))
             ref = reference(x, off, mask, wt, b, st, pd, 1, 1, dg)
-            tiles = [1] if dname == "fp32" else [0, 1, 2, 3]
+            tiles = [1] if dname == "fp32" else list(TILES)
             ksteps = ext.auto_config(x, off, wt, st, pd, 1, dg)[2]
             for tile in [-1] + tiles:
                 for split in ([1, 2] if tile >= 0 else [0]):
@@ -91,7 +93,7 @@ def main():
     print("worst rel L2:", worst, flush=True)
     # --- per-kernel split of a call (prepare vs GEMM)
     from torch.profiler import profile, ProfilerActivity
-    for (cin, cout, h, w) in [(64, 64, 128, 128), (512, 256, 16, 16), (128, 128, 64, 64), (64, 64, 96, 320)]:
+    for (cin, cout, h, w) in ([(64, 64, 128, 128), (512, 256, 16, 16), (128, 128, 64, 64), (64, 64, 96, 320)] if "prof" in PHASES else []):
         x, off, mask, wt, b = make_inputs(1, cin, cout, h, w, torch.float16)
         ws = torch.empty(ext.workspace_bytes(x, off, wt, 1, 1, 1, 1, -1, 0), dtype=torch.uint8, device="cuda")
         for _ in range(3):
@@ -107,11 +109,14 @@ def main():
     # --- sweep
     import torchvision
     shapes = {}
+    batches = [int(b) for b in os.environ.get("DEV_BATCHES", "1,8").split(",")]
     for hw in [(512, 512), (384, 1280)]:
-        for batch in [1, 8]:
+        for batch in batches:
             for layer in model_layers("dla_34", hw, batch):
-                shapes[(layer.cin, layer.cout, layer.height, layer.width, batch)] = hw
-    for dname in os.environ.get("DEV_SWEEP", "fp16,fp32").split(","):
+                key = (layer.cin, layer.cout, layer.height, layer.width, batch)
+                shapes.setdefault(key, [hw, 0])[1] += 1
+    sums = {}
+    for dname in (os.environ.get("DEV_SWEEP", "fp16,fp32").split(",") if "sweep" in PHASES else []):
         dtype = DT[dname]
         for (cin, cout, h, w, batch) in shapes:
             x, off, mask, wt, b = make_inputs(batch, cin, cout, h, w, dtype)
@@ -119,7 +124,7 @@ def main():
             tile_a, split_a, ksteps = ext.auto_config(x, off, wt, 1, 1, 1, 1)
             row = dict(dtype=dname, cin=cin, cout=cout, h=h, w=w, batch=batch, torchvision_us=tv,
                        auto=(tile_a, split_a), configs={})
-            tiles = [1] if dname == "fp32" else [0, 1, 2, 3]
+            tiles = [1] if dname == "fp32" else [int(t) for t in os.environ.get("DEV_TILES", ",".join(map(str, TILES))).split(",")]
             for tile in tiles:
                 for split in [1, 2, 3, 4, 6, 8, 12, 16]:
                     if split > ksteps // 2 and split > 1:
@@ -132,8 +137,15 @@ def main():
             row["auto_us"] = gpu_us(lambda: ext.forward(x, off, mask, wt, b, ws, 1, 1, 1, 1, -1, 0))
             row["best"] = best
             results["sweep"].append(row)
+            hw, count = shapes[(cin, cout, h, w, batch)]
+            agg = sums.setdefault(f"{dname} {hw[0]}x{hw[1]} b{batch}", [0.0, 0.0, 0.0])
+            for i, v in enumerate((row["auto_us"], row["configs"][best], tv)):
+                agg[i] += count * v
+            results["sums"] = sums
             print(f"{dname} {cin:4d}->{cout:4d} {h:3d}x{w:<4d} b{batch}: tv {tv:7.1f}  auto {TILES[tile_a]}/s{split_a} {row['auto_us']:7.1f}  best {best} {row['configs'][best]:7.1f}", flush=True)
             (OUT / "igemm_dev.json").write_text(json.dumps(results, indent=1))
+    for key, (auto, best, tv) in sums.items():
+        print(f"SUM {key}: auto {auto:8.1f}  best {best:8.1f}  torchvision {tv:8.1f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -59,15 +59,18 @@ def execute(args: argparse.Namespace, ui) -> int:
         raise UsageError(f"--batches: got: {args.batches!r} expected: comma-separated integers") from None
     report = bench.run(args.out, dtypes, batches, args.network, log=ui.info)
     rows = [[s["model"], s["input"], s["batch"], s["dtype"], f"{s['ours_us']:.1f}",
+             f"{s['ours_channels_last_us']:.1f}",
              f"{s['torchvision_us']:.1f}" if "torchvision_us" in s else "-",
              bench.ratio(s.get("torchvision_us"), s["ours_us"]) or "-",
              f"{s['floor_us'] / s['ours_us']:.2f}", f"{s['worst_rel_l2']:.1e}"] for s in report["sums"]]
     ui.table(f"DCN layers summed, {report['device']}",
-             ["model", "input", "batch", "dtype", "ours µs", "torchvision µs", "tv/ours", "floor/ours",
+             ["model", "input", "batch", "dtype", "ours µs", "ours channels-last µs", "torchvision µs",
+              "tv/ours", "floor/ours",
               "worst rel L2"], rows)
     if "network" in report:
-        n = report["network"]
-        ui.info(f"DLA-34 ddd forward 384x1280 fp16: ours {n['ours_ms']:.3f} ms, "
-                f"torchvision {n['torchvision_ms']:.3f} ms")
+        for layout in ("nchw", "channels_last"):
+            n = report["network"][layout]
+            ui.info(f"DLA-34 ddd forward 384x1280 fp16 b1, {layout}: ours {n['ours_ms']:.3f} ms, "
+                    f"torchvision {n['torchvision_ms']:.3f} ms")
     ui.info(f"report: {args.out / 'bench_dcn.json'}, {args.out / 'bench_dcn.md'}")
     return 0
