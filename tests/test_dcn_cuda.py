@@ -218,16 +218,21 @@ def test_batch_zero_and_non_contiguous():
 
 def _sanitize_run():
     """Every kernel over extreme offsets, for compute-sanitizer memcheck."""
+    # split_k: a deep, small layer, so the implicit GEMM splits K (and keeps its counters).
+    geometries = dict(GEOMETRIES, split_k=dict(n=1, c_in=256, c_out=64, h=16, w=16))
     for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
-        for geometry in ("plain", "groups", "wide_channels", "odd_batch_strided"):
-            tensors, params = _make_case(**GEOMETRIES[geometry])
+        for geometry in ("plain", "groups", "wide_channels", "odd_batch_strided", "split_k"):
+            tensors, params = _make_case(**geometries[geometry])
             tensors[1] = _extreme_offsets(tensors[1].clone())
             tensors = [t.to(dtype) for t in tensors]
+            # channels-last input: read in place by the implicit GEMM where it can
+            x_cl = tensors[0].contiguous(memory_format=torch.channels_last)
             for algorithm in ("simple", "auto", "implicit_gemm"):
-                try:
-                    _forward(tensors, params, algorithm)
-                except RuntimeError as error:  # implicit GEMM may not apply to a shape
-                    print(f"{dtype} {geometry} {algorithm}: {str(error).splitlines()[0]}")
+                for x in (tensors[0], x_cl):
+                    try:
+                        _forward([x, *tensors[1:]], params, algorithm)
+                    except RuntimeError as error:  # implicit GEMM may not apply to a shape
+                        print(f"{dtype} {geometry} {algorithm}: {str(error).splitlines()[0]}")
             leaves = [t.detach().requires_grad_() for t in tensors]
             modulated_deform_conv2d(*leaves, **params).float().sum().backward()
     torch.cuda.synchronize()

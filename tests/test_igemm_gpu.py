@@ -139,3 +139,18 @@ def test_cuda_graph_replay_matches_eager(warm_on_capture_stream):
         graph.replay()
         torch.cuda.synchronize()
         assert torch.equal(out, expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("shape", [(512, 256, 16, 16), (128, 128, 16, 16), (64, 64, 40, 40)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_a_batch_gives_the_bits_of_each_image_alone(shape, dtype):
+    """The block shape and split of K are chosen per image, not per batch: a batch of 3
+    equals its three images run one by one, bit for bit (TensorRT's plugin checks the same)."""
+    ops = _ops()
+    cin, cout, h, w = shape
+    x, offset, mask, weight, bias = _layer(3, cin, cout, h, w, dtype, seed=cin + h)
+    batch = _call(ops, x, offset, mask, weight, bias)
+    singles = torch.cat([_call(ops, x[i:i + 1], offset[i:i + 1], mask[i:i + 1], weight, bias)
+                         for i in range(3)])
+    assert torch.equal(batch, singles)

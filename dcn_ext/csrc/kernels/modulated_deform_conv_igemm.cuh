@@ -999,54 +999,71 @@ inline long long tile_count(const Shape& s, Tile t) {
 // sweep of every block shape and split over the CenterNet layers on an H100, see
 // bench/NOTES.md). Tensor cores: 8-warp blocks, two per SM. The sweep's times jump once a
 // launch needs a second wave, so the rule fills one wave (2 x SMs blocks) as fully as it
-// can, with the fewest K slices among the fullest candidates (each slice adds fp32
-// partials and a reduction); with 256 or more output channels a 64x128 tile with at most
-// 4 slices wins ties (it gathers each A tile once per 128 outputs, not per 64). Layers
-// too big for one wave take 128x64 tiles (64 output channels) or 64x64 / 64x128 ones.
-// fp32 (64x64, 4 warps only): K split to at most three blocks per SM, at most 16 slices.
+// can, with the fewest K slices (at most 4) among the fullest candidates (each slice adds
+// fp32 partials and a reduction); with 256 or more output channels a 64x128 tile wins
+// ties (it gathers each A tile once per 128 outputs, not per 64). Launches too big for one
+// wave take 128x64 tiles (64 output channels) or 64x64 / 64x128 ones.
+// fp32 (64x64, 4 warps only): K split to at most three blocks per SM, at most 8 slices.
+//
+// The split is chosen for one image whatever the batch: it fixes the order in which each
+// output's fp32 sum is formed, so a batch gives the same bits as each of its images alone.
+// The block shape does not change that order, so it is chosen for the whole batch.
 template <typename T>
-inline Config choose_config(const Shape& s, int sms) {
-  constexpr int kMinSteps = 3;
-  const long long max_split = s.k_steps / kMinSteps > 1 ? s.k_steps / kMinSteps : 1;
+inline Config choose_config(const Shape& shape, int sms) {
+  constexpr int kMinSteps = 3, kMaxSplit = 4, kMaxSplitFp32 = 8;
+  const long long max_split = shape.k_steps / kMinSteps > 1 ? shape.k_steps / kMinSteps : 1;
   auto clamp_split = [&](long long split) { return (int)(split > max_split ? max_split : (split < 1 ? 1 : split)); };
-  if (!Traits<T>::kTensorCore) {  // fp32: whole blocks per SM only, at most 16 slices
-    const long long split = 3LL * sms / tile_count(s, Tile::k64x64);
-    return Config{Tile::k64x64, clamp_split(split > 16 ? 16 : split)};
+  Shape image = shape;
+  image.batch = 1;
+  image.m_total = (long long)shape.out_h * shape.out_w;
+  if (!Traits<T>::kTensorCore) {  // fp32: whole blocks per SM only
+    const long long split = 3LL * sms / tile_count(image, Tile::k64x64);
+    return Config{Tile::k64x64, clamp_split(split > kMaxSplitFp32 ? kMaxSplitFp32 : split)};
   }
   const long long wave = 2LL * sms;
-  const bool wide = s.cout >= 256;
-  Config best{Tile::k32x64w8, 0};
-  long long best_blocks = 0;
-  bool best_wide = false;
+  const bool wide = shape.cout >= 256;
   const Tile tiles[] = {Tile::k32x64w8, Tile::k64x64w8, Tile::k128x64w8, Tile::k64x128w8};
-  // Two passes: the fullest wave first, then the preferred candidate within 90 % of it.
-  for (int pass = 0; pass < 2; ++pass) {
-    for (Tile tile : tiles) {
-      const bool is_wide = tile == Tile::k64x128w8;
-      if (is_wide && !wide) continue;
-      const long long t = tile_count(s, tile);
-      for (long long split = 1; split <= max_split && split <= 16 && (!is_wide || split <= 4); ++split) {
-        const long long blocks = t * split;
-        if (blocks > wave) break;
-        if (pass == 0) {
-          if (blocks > best_blocks) best_blocks = blocks;
-          continue;
+  // The fullest one-wave candidate for shape s, K splits limited to [lo, hi]; split_k 0
+  // when even the smallest launch needs more than one wave.
+  auto fill_wave = [&](const Shape& s, long long lo, long long hi) {
+    Config best{Tile::k32x64w8, 0};
+    long long best_blocks = 0;
+    bool best_wide = false;
+    // Two passes: the fullest wave first, then the preferred candidate within 90 % of it.
+    for (int pass = 0; pass < 2; ++pass) {
+      for (Tile tile : tiles) {
+        const bool is_wide = tile == Tile::k64x128w8;
+        if (is_wide && !wide) continue;
+        const long long t = tile_count(s, tile);
+        for (long long split = lo; split <= hi; ++split) {
+          const long long blocks = t * split;
+          if (blocks > wave) break;
+          if (pass == 0) {
+            if (blocks > best_blocks) best_blocks = blocks;
+            continue;
+          }
+          if (blocks * 10 < best_blocks * 9) continue;
+          const bool better = best.split_k == 0 || (is_wide && !best_wide) ||
+                              (is_wide == best_wide && split < best.split_k);
+          if (better) {
+            best = Config{tile, (int)split};
+            best_wide = is_wide;
+          }
+          break;  // more slices of this tile only add partials
         }
-        if (blocks * 10 < best_blocks * 9) continue;
-        const bool better = best.split_k == 0 || (is_wide && !best_wide) ||
-                            (is_wide == best_wide && split < best.split_k);
-        if (better) {
-          best = Config{tile, (int)split};
-          best_wide = is_wide;
-        }
-        break;  // more slices of this tile only add partials
       }
     }
-  }
-  if (best.split_k > 0) return best;
-  // More than one wave even unsplit.
-  if (s.cout <= 64) return Config{Tile::k128x64w8, 1};
-  return Config{wide ? Tile::k64x128w8 : Tile::k64x64w8, 1};
+    return best;
+  };
+  const long long cap = max_split < kMaxSplit ? max_split : kMaxSplit;
+  const Config per_image = fill_wave(image, 1, cap);
+  const int split = per_image.split_k > 0 ? per_image.split_k : 1;
+  if (shape.batch == 1 && per_image.split_k > 0) return per_image;
+  const Config batch = fill_wave(shape, split, split);
+  if (batch.split_k > 0) return batch;
+  // More than one wave.
+  if (shape.cout <= 64) return Config{Tile::k128x64w8, split};
+  return Config{wide ? Tile::k64x128w8 : Tile::k64x64w8, split};
 }
 
 template <typename T>
