@@ -74,7 +74,7 @@ def main():
             n, cin, cout, h, w, k, st, pd, dg = case
             x, off, mask, wt, b = make_inputs(n, cin, cout, h, w, dtype, k, st, pd, dg, seed=len(results["accuracy"]))
             ref = reference(x, off, mask, wt, b, st, pd, 1, 1, dg)
-            tiles = [1] if dname == "fp32" else list(TILES)
+            tiles = list(TILES)
             ksteps = ext.auto_config(x, off, wt, st, pd, 1, dg)[2]
             for tile in [-1] + tiles:
                 for split in ([1, 2] if tile >= 0 else [0]):
@@ -124,7 +124,7 @@ def main():
             tile_a, split_a, ksteps = ext.auto_config(x, off, wt, 1, 1, 1, 1)
             row = dict(dtype=dname, cin=cin, cout=cout, h=h, w=w, batch=batch, torchvision_us=tv,
                        auto=(tile_a, split_a), configs={})
-            tiles = [1] if dname == "fp32" else [int(t) for t in os.environ.get("DEV_TILES", ",".join(map(str, TILES))).split(",")]
+            tiles = [int(t) for t in os.environ.get("DEV_TILES", ",".join(map(str, TILES))).split(",")]
             for tile in tiles:
                 for split in [1, 2, 3, 4, 6, 8, 12, 16]:
                     if split > ksteps // 2 and split > 1:

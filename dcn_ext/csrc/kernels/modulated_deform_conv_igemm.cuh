@@ -5,8 +5,9 @@
 // The convolution is a GEMM with M = batch*Ho*Wo output pixels, N = Cout and
 // K = Cin*kh*kw. Nothing of the K x M column matrix ever reaches device memory: each
 // block samples its A tile (BM pixels x one tap x 128 bytes of channels) straight into
-// shared memory and multiplies it with a weight tile on the tensor cores (fp16/bf16,
-// mma.sync m16n8k16, fp32 accumulation) or with FFMA (fp32: exact, no TF32).
+// shared memory and multiplies it with a weight tile on the tensor cores with fp32
+// accumulation: fp16/bf16 with mma.sync m16n8k16; fp32 as 3xTF32 (mma.sync m16n8k8, each
+// fp32 operand split into two TF32 parts, three products: fp32-level accuracy, not TF32's).
 //
 // One call runs two kernels:
 //  1. prepare: the input NCHW -> NHWC (channels padded with zeros to a multiple of the
@@ -20,7 +21,9 @@
 //     tensor cores work on the current one. Layers with few pixels and deep K (512->256
 //     at 16x16) split K over several blocks; the last block of a tile to finish adds the
 //     slices' fp32 partials (kept in the workspace) in a fixed order and runs the epilogue
-//     (bias, cast, NCHW store).
+//     (bias, cast, NCHW or channels-last store). A channels-last input is read in place
+//     (no copy) and packed weights may come from the caller (dcn_ext keeps them), so the
+//     prepare kernel may be left out altogether.
 #pragma once
 
 #include <cstddef>
@@ -35,17 +38,15 @@
 namespace dcn {
 namespace igemm {
 
-constexpr int kThreads = 128;       // fp32 GEMM blocks and the 4-warp tensor-core tiles
 constexpr int kChunkBytes = 128;    // channels per K step: 128 bytes of one pixel
 constexpr int kVectorBytes = 16;    // one thread's share of a bilinear corner
 constexpr int kLanesPerPixel = kChunkBytes / kVectorBytes;     // 8
-constexpr int kPixelsPerPass = kThreads / kLanesPerPixel;      // 16 (fp32 kernel)
 constexpr int kTableTaps = 9;       // (tap, group) pairs whose corners a block keeps at once
 constexpr int kCoutPadding = 128;   // packed weights are padded to this many output channels
 constexpr size_t kAlign = 256;
 
-// Block shapes the dispatcher can pick (M x N, and 4 or 8 warps). Tensor cores: all;
-// fp32: 64x64 with 4 warps. The 8-warp shapes give each scheduler twice the warps to hide
+// Block shapes the dispatcher can pick (M x N, and 4 or 8 warps; the automatic choice
+// takes 8-warp ones, the others stay for sweeps). The 8-warp shapes give each scheduler twice the warps to hide
 // the gathers' latency behind (the sampling loop is latency bound, see bench/NOTES.md).
 enum class Tile : int {
   k32x64 = 0, k64x64 = 1, k64x128 = 2, k32x128 = 3,
@@ -82,7 +83,10 @@ template <typename T>
 struct Traits {
   static constexpr int kVec = kVectorBytes / (int)sizeof(T);    // elements per thread load
   static constexpr int kChunk = kChunkBytes / (int)sizeof(T);   // channels per K step
-  static constexpr bool kTensorCore = sizeof(T) == 2;
+  // Every type runs on the tensor cores: fp16/bf16 directly, fp32 as 3xTF32 (each fp32
+  // operand split into a TF32 "big" part and a TF32 "small" remainder; big*big + big*small
+  // + small*big in fp32 accumulation keeps fp32-level accuracy, unlike plain TF32).
+  static constexpr bool kTf32x3 = sizeof(T) == 4;
 };
 
 // Everything the kernels and the workspace layout derive from the geometry.
@@ -167,7 +171,8 @@ inline Layout make_layout(const Shape& s, const Config& c) {
   l.input_offset = off;
   if (!s.channels_last) off += align_up((size_t)s.batch * s.height * s.width * s.c_pad * sizeof(T), kAlign);
   l.weight_offset = off;
-  if (!s.weights_resident) off += align_up((size_t)s.cout_pad * s.k_steps * Traits<T>::kChunk * sizeof(T), kAlign);
+  if (!s.weights_resident)
+    off += align_up((Traits<T>::kTf32x3 ? 2 : 1) * (size_t)s.cout_pad * s.k_steps * Traits<T>::kChunk * sizeof(T), kAlign);
   l.partial_offset = off;
   if (c.split_k > 1) {
     off += align_up((size_t)c.split_k * l.tiles_m * l.tiles_n * tile_m(c.tile) * tile_n(c.tile) *
@@ -205,6 +210,9 @@ __device__ __forceinline__ void unpack(const uint4& v, float* f, const __nv_bflo
     f[2 * i + 1] = p.y;
   }
 }
+__device__ __forceinline__ uint4 pack(const float* f, const float*) {
+  return make_uint4(__float_as_uint(f[0]), __float_as_uint(f[1]), __float_as_uint(f[2]), __float_as_uint(f[3]));
+}
 __device__ __forceinline__ uint4 pack(const float* f, const __half*) {
   uint4 v;
   __half2* h = reinterpret_cast<__half2*>(&v);
@@ -232,6 +240,15 @@ template <>
 __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
   return __float2bfloat16_rn(v);
 }
+
+// Round to TF32 (10 mantissa bits, round to nearest away), kept in an fp32 register.
+__device__ __forceinline__ float tf32_round(float x) {
+  uint32_t r;
+  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
+  return __uint_as_float(r);
+}
+template <typename T>
+__device__ __forceinline__ T tf32_round(T x) { return x; }
 
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
   const uint32_t a = (uint32_t)__cvta_generic_to_shared(smem);
@@ -261,7 +278,7 @@ struct PrepareParams {
   const T* input;    // [N, C, H, W]
   const T* weight;   // [Cout, C, kh, kw]
   T* input_nhwc;     // [N, H*W, c_pad]
-  T* weight_packed;  // tensor cores: [cout_pad][K]; fp32: [K][cout_pad]; K = (q, channel)
+  T* weight_packed;  // [cout_pad][K], K = (q, channel); fp32: [2][cout_pad][K] (big, small)
   int* counters;
   int counter_count;
   int channels, cpg;  // real channels, real channels per deformable group
@@ -330,9 +347,8 @@ __device__ __forceinline__ void transpose_tile(const PrepareParams<T>& p, int bl
   }
 }
 
-// Blocks [0, transpose_blocks) transpose the input; then the weight blocks follow. Tensor
-// cores: one block per output channel (its row of the original weights is contiguous, so
-// the strided reads hit L1); fp32 (k-major): one thread per packed element.
+// Blocks [0, transpose_blocks) transpose the input; then the weight blocks follow, one per
+// output channel.
 template <typename T>
 __global__ void __launch_bounds__(256) prepare_kernel(PrepareParams<T> p) {
   allow_gemm_launch();
@@ -348,29 +364,28 @@ __global__ void __launch_bounds__(256) prepare_kernel(PrepareParams<T> p) {
   }
   if (s.weights_resident) return;  // this block only zeroed the counters
   const int k_total = s.k_steps * Traits<T>::kChunk;  // = dg*taps*cpg_pad
-  if (Traits<T>::kTensorCore) {
+  // One block per output channel: its row of the original weights is contiguous, so the
+  // strided reads hit L1.
+  {
     const int co = block;
     for (int k = threadIdx.x; k < k_total; k += blockDim.x) {
       const int q = k / s.cpg_pad, cl = k - q * s.cpg_pad;
       const int g = s.dg == 1 ? 0 : q / s.taps, tap = q - g * s.taps;
       T v = from_float<T>(0.f);
       if (co < s.cout && cl < p.cpg) v = p.weight[(size_t)(co * p.channels + g * p.cpg + cl) * s.taps + tap];
-      p.weight_packed[(size_t)co * k_total + k] = v;
+      if constexpr (Traits<T>::kTf32x3) {  // big parts, then the small parts cout_pad rows on
+        const float big = tf32_round(v);
+        p.weight_packed[(size_t)co * k_total + k] = big;
+        p.weight_packed[((size_t)s.cout_pad + co) * k_total + k] = tf32_round(v - big);
+      } else {
+        p.weight_packed[(size_t)co * k_total + k] = v;
+      }
     }
-    return;
   }
-  const int idx = block * blockDim.x + threadIdx.x;
-  if (idx >= k_total * s.cout_pad) return;
-  const int k = idx / s.cout_pad, co = idx - k * s.cout_pad;
-  const int q = k / s.cpg_pad, cl = k - q * s.cpg_pad;
-  const int g = s.dg == 1 ? 0 : q / s.taps, tap = q - g * s.taps;
-  T v = from_float<T>(0.f);
-  if (co < s.cout && cl < p.cpg) v = p.weight[(size_t)(co * p.channels + g * p.cpg + cl) * s.taps + tap];
-  p.weight_packed[idx] = v;
 }
 
 // ---------------------------------------------------------------------------------------
-// Shared by both GEMM kernels.
+// Shared by the GEMM kernel and its stages.
 template <typename T>
 struct GemmParams {
   const T* input_nhwc;
@@ -648,10 +663,21 @@ __device__ __forceinline__ void mma16816<__nv_bfloat16>(float (&d)[4], const uin
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
+__device__ __forceinline__ void mma1688_tf32(float (&d)[4], const uint32_t (&a)[4], const uint32_t* b) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
 template <typename T, int BM, int BN, int WARPS_M, int THREADS>
 struct MmaShape {
-  static constexpr int kChunk = Traits<T>::kChunk;  // 64 channels (k) per step
-  static constexpr int kRow = kChunk + 8;           // padded smem row: 144 bytes, conflict-free
+  static constexpr int kChunk = Traits<T>::kChunk;  // 64 channels (k) per step; 32 for fp32
+  // Padded smem row: 144 bytes; conflict-free for ldmatrix (16-bit) and for the 32-bit
+  // fragment loads of 3xTF32 (a row stride of 36 words spreads 8 rows x 4 lanes over 32 banks).
+  static constexpr int kRow = kChunk + 16 / (int)sizeof(T);
+  static constexpr int kBParts = Traits<T>::kTf32x3 ? 2 : 1;  // fp32: big and small B tiles
   static constexpr int kThreads = THREADS;
   static constexpr int kPixelsPerPass = THREADS / kLanesPerPixel;
   static constexpr int WARPS_N = THREADS / 32 / WARPS_M;
@@ -662,7 +688,7 @@ struct MmaShape {
   static constexpr int BPT = BN * kLanesPerPixel / kThreads;  // weight vectors per thread
   static constexpr int kDepth = PPT <= 2 ? 2 : 1;  // steps of gathers in flight (registers allowing)
   static constexpr int kSmemA = (kDepth + 1) * BM * kRow * (int)sizeof(T);
-  static constexpr int kSmemB = (kDepth + 1) * BN * kRow * (int)sizeof(T);
+  static constexpr int kSmemB = kBParts * (kDepth + 1) * BN * kRow * (int)sizeof(T);
   static constexpr int kSmemTable = kTableTaps * BM * kTableEntryBytes;
   static constexpr int kSmem = kSmemA + kSmemB + kSmemTable;
   static_assert(BN * (BM + 8) * (int)sizeof(T) <= kSmemA + kSmemB, "epilogue staging fits");
@@ -675,8 +701,8 @@ template <typename T, int BM, int BN, int WARPS_M, int THREADS>
 struct MmaStage {
   using K = MmaShape<T, BM, BN, WARPS_M, THREADS>;
   const GemmParams<T>& p;
-  T* smem_a;  // [2][BM][kRow]
-  T* smem_b;  // [2][BN][kRow]
+  T* smem_a;  // [kDepth + 1][BM][kRow]
+  T* smem_b;  // [kBParts][kDepth + 1][BN][kRow]
   CornerTable table;
   int q_lo;
   int lane8, pixel0;  // this thread's 16 bytes within a pixel's chunk; its first pixel
@@ -698,8 +724,11 @@ struct MmaStage {
     const T* src = b_src + (size_t)ks * K::kChunk;
     T* dst = smem_b + buf * BN * K::kRow + b_dst;
 #pragma unroll
-    for (int j = 0; j < K::BPT; ++j)  // rows j * kPixelsPerPass apart
-      cp_async16(dst + j * K::kPixelsPerPass * K::kRow, src + j * K::kPixelsPerPass * k_total);
+    for (int part = 0; part < K::kBParts; ++part)  // fp32: the small parts follow the big ones
+#pragma unroll
+      for (int j = 0; j < K::BPT; ++j)  // rows j * kPixelsPerPass apart
+        cp_async16(dst + part * (K::kDepth + 1) * BN * K::kRow + j * K::kPixelsPerPass * K::kRow,
+                   src + part * (size_t)p.s.cout_pad * k_total + j * K::kPixelsPerPass * k_total);
     cp_async_commit();
   }
   template <int R>
@@ -711,17 +740,24 @@ struct MmaStage {
       uint4 packed;
       if constexpr (std::is_same<T, __half>::value) {
         packed = blend_packed(vals[R][j], w);
-      } else {  // bf16: 8 mantissa bits leave no room for packed rounding; blend in fp32
-        float r[8];
+      } else {  // bf16: 8 mantissa bits leave no room for packed rounding; fp32: exact
+        float r[Traits<T>::kVec];
         blend<T>(vals[R][j], w, r);
         packed = pack(r, (const T*)nullptr);
       }
-      *reinterpret_cast<uint4*>(smem_a + (buf * BM + pl) * K::kRow + lane8 * 8) = packed;
+      *reinterpret_cast<uint4*>(smem_a + (buf * BM + pl) * K::kRow + lane8 * Traits<T>::kVec) = packed;
     }
   }
   __device__ __forceinline__ void compute(int buf) {
     const T* a_base = smem_a + (buf * BM + warp_m * K::WM) * K::kRow;
     const T* b_base = smem_b + (buf * BN + warp_n * K::WN) * K::kRow;
+    if constexpr (Traits<T>::kTf32x3) {
+      compute_tf32x3(a_base, b_base);
+    } else {
+      compute_16bit(a_base, b_base);
+    }
+  }
+  __device__ __forceinline__ void compute_16bit(const T* a_base, const T* b_base) {
 #pragma unroll
     for (int kk = 0; kk < K::kChunk; kk += 16) {
       uint32_t af[K::MT][4], bf[K::NT][2];
@@ -741,6 +777,45 @@ struct MmaStage {
       for (int mt = 0; mt < K::MT; ++mt)
 #pragma unroll
         for (int nt = 0; nt < K::NT; ++nt) mma16816<T>(acc[mt][nt], af[mt], bf[nt]);
+    }
+  }
+  // fp32: m16n8k8 TF32 fragments loaded word by word (row g = lane / 4, column t = lane % 4
+  // and t + 4); A split into big and small parts here, B split when packed. The small
+  // products go first so that they are not lost against the big one.
+  __device__ __forceinline__ void compute_tf32x3(const T* a_base, const T* b_base) {
+    const int g = lane / 4, t = lane % 4;
+    const T* b_small = b_base + (K::kDepth + 1) * BN * K::kRow;
+#pragma unroll
+    for (int kk = 0; kk < K::kChunk; kk += 8) {
+      uint32_t a_big[K::MT][4], a_small[K::MT][4], b_big[K::NT][2], b_sm[K::NT][2];
+#pragma unroll
+      for (int mt = 0; mt < K::MT; ++mt) {
+        const T* a = a_base + (mt * 16 + g) * K::kRow + kk + t;
+        const float v[4] = {to_float(a[0]), to_float(a[8 * K::kRow]), to_float(a[4]), to_float(a[8 * K::kRow + 4])};
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const float big = tf32_round(v[i]);
+          a_big[mt][i] = __float_as_uint(big);
+          a_small[mt][i] = __float_as_uint(tf32_round(v[i] - big));
+        }
+      }
+#pragma unroll
+      for (int nt = 0; nt < K::NT; ++nt) {
+        const T* b = b_base + (nt * 8 + g) * K::kRow + kk + t;
+        const T* bs = b_small + (nt * 8 + g) * K::kRow + kk + t;
+        b_big[nt][0] = __float_as_uint(to_float(b[0]));
+        b_big[nt][1] = __float_as_uint(to_float(b[4]));
+        b_sm[nt][0] = __float_as_uint(to_float(bs[0]));
+        b_sm[nt][1] = __float_as_uint(to_float(bs[4]));
+      }
+#pragma unroll
+      for (int mt = 0; mt < K::MT; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < K::NT; ++nt) {
+          mma1688_tf32(acc[mt][nt], a_small[mt], b_big[nt]);
+          mma1688_tf32(acc[mt][nt], a_big[mt], b_sm[nt]);
+          mma1688_tf32(acc[mt][nt], a_big[mt], b_big[nt]);
+        }
     }
   }
 };
@@ -820,10 +895,10 @@ __global__ void __launch_bounds__(THREADS, MinBlocks<BM, BN, THREADS>::value) ig
   // THREADS is a multiple of BM: each thread stores one pixel's channels.
   const int plane = s.out_h * s.out_w;
   if (s.channels_last) {  // 16-byte stores along each pixel's channels
-    constexpr int kVecs = BN / 8;
-    const bool vector_ok = s.cout % 8 == 0 && reinterpret_cast<uintptr_t>(p.output) % 16 == 0;
+    constexpr int kVec = Traits<T>::kVec, kVecs = BN / kVec;
+    const bool vector_ok = s.cout % kVec == 0 && reinterpret_cast<uintptr_t>(p.output) % 16 == 0;
     for (int e = tid; e < BM * kVecs; e += THREADS) {
-      const int pl = e / kVecs, col = (e - pl * kVecs) * 8;
+      const int pl = e / kVecs, col = (e - pl * kVecs) * kVec;
       int n_img, pix, ho, wo;
       if (n0 + col >= s.cout || !locate_pixel(p, tile_m_idx, pl, BM, n_img, pix, ho, wo)) continue;
       T* dst = p.output + ((size_t)n_img * plane + pix) * s.cout + n0 + col;
@@ -831,7 +906,7 @@ __global__ void __launch_bounds__(THREADS, MinBlocks<BM, BN, THREADS>::value) ig
       if (vector_ok) {
         *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
       } else {
-        for (int c = 0; c < 8 && n0 + col + c < s.cout; ++c) dst[c] = src[c];
+        for (int c = 0; c < kVec && n0 + col + c < s.cout; ++c) dst[c] = src[c];
       }
     }
     return;
@@ -848,132 +923,6 @@ __global__ void __launch_bounds__(THREADS, MinBlocks<BM, BN, THREADS>::value) ig
 }
 
 // ---------------------------------------------------------------------------------------
-// Kernel 2b: exact fp32 (FFMA). 64 x 64 block, 4 x 8 outputs a thread, A and B k-major.
-struct FfmaShape {
-  static constexpr int BM = 64, BN = 64;
-  static constexpr int kChunk = Traits<float>::kChunk;  // 32 channels per step
-  static constexpr int TM = 4, TN = 8;
-  static constexpr int THREADS_M = BM / TM;  // 16
-  static constexpr int PPT = BM / kPixelsPerPass;
-  static constexpr int BPT = kChunk * BN / 4 / kThreads;  // 4
-  static constexpr int kRowA = BM + 4, kRowB = BN + 4;
-  static constexpr int kAcc = TM * TN;
-  static constexpr int kSmemA = 2 * kChunk * kRowA * 4;
-  static constexpr int kSmemB = 2 * kChunk * kRowB * 4;
-  static constexpr int kSmemTable = kTableTaps * BM * kTableEntryBytes;
-  static constexpr int kSmem = kSmemA + kSmemB + kSmemTable;
-};
-
-struct FfmaStage {
-  using K = FfmaShape;
-  const GemmParams<float>& p;
-  float* smem_a;  // [2][kChunk][kRowA]
-  float* smem_b;  // [2][kChunk][kRowB]
-  CornerTable table;
-  int q_lo;
-  static constexpr int kDepth = 1;
-  int lane8, pixel0, tm, tn, n0;
-  uint4 vals[K::PPT][4];
-  float acc[K::TM][K::TN];
-
-  template <int R>
-  __device__ __forceinline__ void load(int ks, int q, int chunk, int buf) {
-    const int element = chunk * K::kChunk + lane8 * 4;
-#pragma unroll
-    for (int j = 0; j < K::PPT; ++j)
-      gather4<float>(table.where + 2 * ((q - q_lo) * K::BM + pixel0 + j * kPixelsPerPass), element, vals[j]);
-#pragma unroll
-    for (int j = 0; j < K::BPT; ++j) {
-      const int v = threadIdx.x + j * kThreads;
-      const int row = v / (K::BN / 4), col = (v % (K::BN / 4)) * 4;
-      cp_async16(smem_b + (buf * K::kChunk + row) * K::kRowB + col,
-                 p.weight_packed + ((size_t)ks * K::kChunk + row) * p.s.cout_pad + n0 + col);
-    }
-    cp_async_commit();
-  }
-  template <int R>
-  __device__ __forceinline__ void store(int buf, int q) {
-#pragma unroll
-    for (int j = 0; j < K::PPT; ++j) {
-      const int pl = pixel0 + j * kPixelsPerPass;
-      const float4 w = table.weights[(q - q_lo) * K::BM + pl];
-      float r[4];
-      blend<float>(vals[j], w, r);
-#pragma unroll
-      for (int e = 0; e < 4; ++e) smem_a[(buf * K::kChunk + lane8 * 4 + e) * K::kRowA + pl] = r[e];
-    }
-  }
-  __device__ __forceinline__ void compute(int buf) {
-#pragma unroll 8
-    for (int k = 0; k < K::kChunk; ++k) {
-      const float4 a = *reinterpret_cast<const float4*>(smem_a + (buf * K::kChunk + k) * K::kRowA + tm * 4);
-      const float* brow = smem_b + (buf * K::kChunk + k) * K::kRowB;
-      const float4 b0 = *reinterpret_cast<const float4*>(brow + tn * 4);
-      const float4 b1 = *reinterpret_cast<const float4*>(brow + K::BN / 2 + tn * 4);
-      const float av[4] = {a.x, a.y, a.z, a.w};
-      const float bv[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
-#pragma unroll
-      for (int i = 0; i < K::TM; ++i)
-#pragma unroll
-        for (int j = 0; j < K::TN; ++j) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
-    }
-  }
-};
-
-__global__ void __launch_bounds__(kThreads, 3) igemm_ffma_kernel(GemmParams<float> p) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  using K = FfmaShape;
-  extern __shared__ uint4 smem_dyn[];
-  __shared__ int last_flag;
-  char* smem = reinterpret_cast<char*>(smem_dyn);
-  const Shape& s = p.s;
-  const int tid = threadIdx.x;
-  const int tile_m_idx = blockIdx.x % p.tiles_m, tile_n_idx = blockIdx.x / p.tiles_m;
-  const int split = blockIdx.y;
-
-  FfmaStage st{p};
-  st.smem_a = reinterpret_cast<float*>(smem);
-  st.smem_b = reinterpret_cast<float*>(smem + K::kSmemA);
-  st.table.weights = reinterpret_cast<float4*>(smem + K::kSmemA + K::kSmemB);
-  st.table.where = reinterpret_cast<ulonglong2*>(smem + K::kSmemA + K::kSmemB + kTableTaps * K::BM * 16);
-  st.lane8 = tid % kLanesPerPixel;
-  st.pixel0 = tid / kLanesPerPixel;
-  st.tm = tid % K::THREADS_M;
-  st.tn = tid / K::THREADS_M;
-  st.n0 = tile_n_idx * K::BN;
-#pragma unroll
-  for (int i = 0; i < K::TM; ++i)
-#pragma unroll
-    for (int j = 0; j < K::TN; ++j) st.acc[i][j] = 0.f;
-
-  const int k_begin = (int)((long long)s.k_steps * split / p.split_k);
-  const int k_end = (int)((long long)s.k_steps * (split + 1) / p.split_k);
-  k_loop<float>(p, st, st.table, K::BM, tile_m_idx, k_begin, k_end);
-
-  wait_for_prepare();  // also for a slice without K steps
-  if (p.split_k > 1) {
-    float(&acc_flat)[K::kAcc] = *reinterpret_cast<float(*)[K::kAcc]>(&st.acc[0][0]);
-    if (!split_k_reduce(acc_flat, p.partials, p.counters, blockIdx.x, split, p.split_k, &last_flag)) return;
-  }
-  const int plane = s.out_h * s.out_w;
-#pragma unroll
-  for (int i = 0; i < K::TM; ++i) {
-    int n_img, pix, ho, wo;
-    if (!locate_pixel(p, tile_m_idx, st.tm * 4 + i, K::BM, n_img, pix, ho, wo)) continue;
-    // NCHW: channel co of the pixel is `plane` elements on; channels-last: the next one.
-    float* out = p.output + (s.channels_last ? ((size_t)n_img * plane + pix) * s.cout
-                                             : (size_t)n_img * s.cout * plane + pix);
-    const size_t channel_step = s.channels_last ? 1 : (size_t)plane;
-#pragma unroll
-    for (int j = 0; j < K::TN; ++j) {
-      const int co = st.n0 + st.tn * 4 + (j % 4) + (j / 4) * (K::BN / 2);
-      if (co < s.cout) out[(size_t)co * channel_step] = st.acc[i][j] + (p.bias != nullptr ? p.bias[co] : 0.f);
-    }
-  }
-#endif
-}
-
-// ---------------------------------------------------------------------------------------
 // Host side.
 inline int device_sm_count() {
   int dev = 0, sms = 132;
@@ -984,7 +933,6 @@ inline int device_sm_count() {
 template <typename T>
 inline bool valid_config(const Shape& s, const Config& c) {
   if (c.split_k < 1 || c.split_k > s.k_steps) return false;
-  if (!Traits<T>::kTensorCore) return c.tile == Tile::k64x64;
   return (int)c.tile >= 0 && (int)c.tile < kTileCount;
 }
 
@@ -1003,23 +951,17 @@ inline long long tile_count(const Shape& s, Tile t) {
 // fp32 partials and a reduction); with 256 or more output channels a 64x128 tile wins
 // ties (it gathers each A tile once per 128 outputs, not per 64). Launches too big for one
 // wave take 128x64 tiles (64 output channels) or 64x64 / 64x128 ones.
-// fp32 (64x64, 4 warps only): K split to at most three blocks per SM, at most 8 slices.
 //
 // The split is chosen for one image whatever the batch: it fixes the order in which each
 // output's fp32 sum is formed, so a batch gives the same bits as each of its images alone.
 // The block shape does not change that order, so it is chosen for the whole batch.
 template <typename T>
 inline Config choose_config(const Shape& shape, int sms) {
-  constexpr int kMinSteps = 3, kMaxSplit = 4, kMaxSplitFp32 = 8;
+  constexpr int kMinSteps = 3, kMaxSplit = 4;
   const long long max_split = shape.k_steps / kMinSteps > 1 ? shape.k_steps / kMinSteps : 1;
-  auto clamp_split = [&](long long split) { return (int)(split > max_split ? max_split : (split < 1 ? 1 : split)); };
   Shape image = shape;
   image.batch = 1;
   image.m_total = (long long)shape.out_h * shape.out_w;
-  if (!Traits<T>::kTensorCore) {  // fp32: whole blocks per SM only
-    const long long split = 3LL * sms / tile_count(image, Tile::k64x64);
-    return Config{Tile::k64x64, clamp_split(split > kMaxSplitFp32 ? kMaxSplitFp32 : split)};
-  }
   const long long wave = 2LL * sms;
   const bool wide = shape.cout >= 256;
   const Tile tiles[] = {Tile::k32x64w8, Tile::k64x64w8, Tile::k128x64w8, Tile::k64x128w8};
@@ -1085,7 +1027,7 @@ inline bool shape_supported(const ConvGeometry& g) {
   if (s.m_total >= kLimit) return false;
   if ((long long)s.batch * 3 * s.dg * s.taps >= kLimit) return false;
   if ((long long)s.batch * g.in_channels >= kLimit) return false;
-  if ((long long)s.k_steps * Traits<T>::kChunk * s.cout_pad >= kLimit) return false;
+  if ((Traits<T>::kTf32x3 ? 2LL : 1LL) * s.k_steps * Traits<T>::kChunk * s.cout_pad >= kLimit) return false;
   if ((long long)g.out_channels * g.in_channels * s.taps >= kLimit) return false;
   return true;
 }
@@ -1163,10 +1105,7 @@ inline cudaError_t launch_with(const ForwardArgs<T>& args, void* workspace, cuda
   const long long pixel_tiles = ((long long)s.height * s.width + kTile - 1) / kTile;
   const long long transpose_blocks = s.channels_last ? 0 : pixel_tiles * (s.c_pad / kTile) * s.batch;
   // Resident weights: one block only when it has counters to zero.
-  const long long pack_blocks = s.weights_resident ? (zero_counters ? 1 : 0)
-                                : Traits<T>::kTensorCore
-                                    ? (long long)s.cout_pad
-                                    : ((long long)s.k_steps * Traits<T>::kChunk * s.cout_pad + 255) / 256;
+  const long long pack_blocks = s.weights_resident ? (zero_counters ? 1 : 0) : (long long)s.cout_pad;
   if (transpose_blocks + pack_blocks >= (1LL << 31)) return cudaErrorNotSupported;
   pp.transpose_blocks = (int)transpose_blocks;
   const bool prepare = transpose_blocks + pack_blocks > 0;
@@ -1191,7 +1130,7 @@ inline cudaError_t launch_with(const ForwardArgs<T>& args, void* workspace, cuda
   gp.patches_w = (s.out_w + kPatchW - 1) / kPatchW;
   gp.split_k = config.split_k;
   const dim3 grid((unsigned)tiles, (unsigned)config.split_k);
-  if constexpr (Traits<T>::kTensorCore) {
+  {
 #define DCN_IGEMM_TILE(NAME, BM, BN, WARPS_M, THREADS)                                          \
   case Tile::NAME:                                                                               \
     return launch_dynamic<T>(igemm_mma_kernel<T, BM, BN, WARPS_M, THREADS>, grid, THREADS,       \
@@ -1208,10 +1147,8 @@ inline cudaError_t launch_with(const ForwardArgs<T>& args, void* workspace, cuda
       DCN_IGEMM_TILE(k128x128w8, 128, 128, 2, 256)
     }
 #undef DCN_IGEMM_TILE
-    return cudaErrorInvalidValue;
-  } else {
-    return launch_dynamic<T>(igemm_ffma_kernel, grid, kThreads, FfmaShape::kSmem, stream, gp, prepare);
   }
+  return cudaErrorInvalidValue;
 }
 
 }  // namespace igemm
@@ -1269,7 +1206,7 @@ int igemm_counter_count(const ConvGeometry& geometry) {
 template <typename T>
 size_t igemm_packed_weight_elements(const ConvGeometry& geometry) {
   const igemm::Shape s = igemm::make_shape<T>(geometry);
-  return (size_t)s.cout_pad * s.k_steps * igemm::Traits<T>::kChunk;
+  return (igemm::Traits<T>::kTf32x3 ? 2 : 1) * (size_t)s.cout_pad * s.k_steps * igemm::Traits<T>::kChunk;
 }
 
 // Packs `weight` ([Cout, Cin, kh, kw]) into the GEMM's layout, for callers that keep the
@@ -1286,10 +1223,7 @@ cudaError_t launch_igemm_pack_weights(const ConvGeometry& geometry, const T* wei
   pp.s = igemm::make_shape<T>(geometry);
   pp.cpg = geometry.in_channels / pp.s.dg;
   pp.transpose_blocks = 0;
-  const long long blocks = igemm::Traits<T>::kTensorCore
-                               ? (long long)pp.s.cout_pad
-                               : ((long long)pp.s.k_steps * igemm::Traits<T>::kChunk * pp.s.cout_pad + 255) / 256;
-  igemm::prepare_kernel<T><<<(unsigned)blocks, 256, 0, stream>>>(pp);
+  igemm::prepare_kernel<T><<<(unsigned)pp.s.cout_pad, 256, 0, stream>>>(pp);
   return cudaGetLastError();
 }
 
