@@ -27,10 +27,11 @@ struct ConvGeometry {
   int out_width;
 };
 
-// All tensors NCHW contiguous. offset: [N, 2*dg*kh*kw, Ho, Wo] (dy, dx per tap, row-major
+// All tensors NCHW contiguous (input/output: see channels_last below). offset: [N, 2*dg*kh*kw, Ho, Wo] (dy, dx per tap, row-major
 // taps); mask: [N, dg*kh*kw, Ho, Wo]; weight: [Cout, Cin/groups, kh, kw]; bias: [Cout] or
 // nullptr; output: [N, Cout, Ho, Wo]. Offsets and mask share T with the input; sampling
-// coordinates, interpolation and accumulation are always fp32 (or fp64 for double).
+// coordinates, bilinear weights and accumulation are always fp32 (or fp64 for double); the
+// implicit GEMM blends fp16 corners in half2 and multiplies fp32 as 3xTF32 (fp32-level error).
 template <typename T>
 struct ForwardArgs {
   const T* input;
