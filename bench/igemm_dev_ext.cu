@@ -81,7 +81,7 @@ std::vector<int64_t> auto_config(torch::Tensor input, torch::Tensor offset, torc
   return dispatch(input.scalar_type(), [&](auto tag) -> std::vector<int64_t> {
     using T = decltype(tag);
     const auto s = dcn::igemm::make_shape<T>(g);
-    const auto c = dcn::igemm::choose_config<T>(s, dcn::igemm::device_sm_count());
+    const auto c = dcn::igemm::auto_config<T>(s);
     return {(int64_t)c.tile, (int64_t)c.split_k, (int64_t)s.k_steps};
   });
 }

@@ -827,6 +827,19 @@ struct MinBlocks {
   static constexpr int value = THREADS == 256 ? (BM * BN >= 128 * 128 ? 1 : 2) : (BN == 128 ? 2 : (BM == 64 ? 3 : 4));
 };
 
+// Every Tile with its kernel parameters (NAME, BM, BN, WARPS_M, THREADS), listed once for
+// the launcher and the occupancy estimate.
+#define DCN_IGEMM_TILES(X)          \
+  X(k32x64, 32, 64, 2, 128)         \
+  X(k64x64, 64, 64, 2, 128)         \
+  X(k64x128, 64, 128, 2, 128)       \
+  X(k32x128, 32, 128, 2, 128)       \
+  X(k32x64w8, 32, 64, 2, 256)       \
+  X(k64x64w8, 64, 64, 2, 256)       \
+  X(k64x128w8, 64, 128, 2, 256)     \
+  X(k128x64w8, 128, 64, 4, 256)     \
+  X(k128x128w8, 128, 128, 2, 256)
+
 template <typename T, int BM, int BN, int WARPS_M, int THREADS>
 __global__ void __launch_bounds__(THREADS, MinBlocks<BM, BN, THREADS>::value) igemm_mma_kernel(GemmParams<T> p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
@@ -930,6 +943,13 @@ inline int device_sm_count() {
   return sms > 0 ? sms : 132;
 }
 
+inline int device_smem_per_sm() {
+  int dev = 0, bytes = 228 * 1024;
+  if (cudaGetDevice(&dev) == cudaSuccess)
+    cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev);
+  return bytes > 0 ? bytes : 228 * 1024;
+}
+
 template <typename T>
 inline bool valid_config(const Shape& s, const Config& c) {
   if (c.split_k < 1 || c.split_k > s.k_steps) return false;
@@ -943,11 +963,30 @@ inline long long tile_count(const Shape& s, Tile t) {
   return tiles_m * ((s.cout + tile_n(t) - 1) / tile_n(t));
 }
 
+// Blocks of this tile one SM holds for element type T: the kernel's register bound
+// (MinBlocks) or what its shared memory allows (fp32 tiles carry two B tiles), whichever
+// is smaller; 1 KB of each block's shared memory is the driver's.
+template <typename T>
+inline int tile_blocks_per_sm(Tile t, int smem_per_sm) {
+  int smem = 0, bound = 1;
+  switch (t) {
+#define DCN_IGEMM_OCCUPANCY(NAME, BM, BN, WARPS_M, THREADS) \
+  case Tile::NAME:                                          \
+    smem = MmaShape<T, BM, BN, WARPS_M, THREADS>::kSmem;    \
+    bound = MinBlocks<BM, BN, THREADS>::value;              \
+    break;
+    DCN_IGEMM_TILES(DCN_IGEMM_OCCUPANCY)
+#undef DCN_IGEMM_OCCUPANCY
+  }
+  const int fit = smem_per_sm / (smem + 1024);
+  return fit < 1 ? 1 : (fit < bound ? fit : bound);
+}
+
 // Picks the block shape and the split of K from the layer's GEMM size (rules fitted to a
 // sweep of every block shape and split over the CenterNet layers on an H100, see
-// bench/NOTES.md). Tensor cores: 8-warp blocks, two per SM. The sweep's times jump once a
-// launch needs a second wave, so the rule fills one wave (2 x SMs blocks) as fully as it
-// can, with the fewest K slices (at most 4) among the fullest candidates (each slice adds
+// bench/NOTES.md). Tensor cores: 8-warp blocks, one or two per SM (tile_blocks_per_sm).
+// The sweep's times jump once a launch needs a second wave, so the rule fills one wave
+// (SMs x blocks per SM) as fully as it can, with the fewest K slices (at most 4) among the fullest candidates (each slice adds
 // fp32 partials and a reduction); with 256 or more output channels a 64x128 tile wins
 // ties (it gathers each A tile once per 128 outputs, not per 64). Launches too big for one
 // wave take 128x64 tiles (64 output channels) or 64x64 / 64x128 ones.
@@ -956,20 +995,19 @@ inline long long tile_count(const Shape& s, Tile t) {
 // output's fp32 sum is formed, so a batch gives the same bits as each of its images alone.
 // The block shape does not change that order, so it is chosen for the whole batch.
 template <typename T>
-inline Config choose_config(const Shape& shape, int sms) {
+inline Config choose_config(const Shape& shape, int sms, int smem_per_sm) {
   constexpr int kMinSteps = 3, kMaxSplit = 4;
   const long long max_split = shape.k_steps / kMinSteps > 1 ? shape.k_steps / kMinSteps : 1;
   Shape image = shape;
   image.batch = 1;
   image.m_total = (long long)shape.out_h * shape.out_w;
-  const long long wave = 2LL * sms;
   const bool wide = shape.cout >= 256;
   const Tile tiles[] = {Tile::k32x64w8, Tile::k64x64w8, Tile::k128x64w8, Tile::k64x128w8};
   // The fullest one-wave candidate for shape s, K splits limited to [lo, hi]; split_k 0
   // when even the smallest launch needs more than one wave.
   auto fill_wave = [&](const Shape& s, long long lo, long long hi) {
     Config best{Tile::k32x64w8, 0};
-    long long best_blocks = 0;
+    long long best_fill = 0;  // blocks per 1000 block slots of one wave
     bool best_wide = false;
     // Two passes: the fullest wave first, then the preferred candidate within 90 % of it.
     for (int pass = 0; pass < 2; ++pass) {
@@ -977,14 +1015,16 @@ inline Config choose_config(const Shape& shape, int sms) {
         const bool is_wide = tile == Tile::k64x128w8;
         if (is_wide && !wide) continue;
         const long long t = tile_count(s, tile);
+        const long long wave = (long long)sms * tile_blocks_per_sm<T>(tile, smem_per_sm);
         for (long long split = lo; split <= hi; ++split) {
           const long long blocks = t * split;
           if (blocks > wave) break;
+          const long long fill = blocks * 1000 / wave;
           if (pass == 0) {
-            if (blocks > best_blocks) best_blocks = blocks;
+            if (fill > best_fill) best_fill = fill;
             continue;
           }
-          if (blocks * 10 < best_blocks * 9) continue;
+          if (fill * 10 < best_fill * 9) continue;
           const bool better = best.split_k == 0 || (is_wide && !best_wide) ||
                               (is_wide == best_wide && split < best.split_k);
           if (better) {
@@ -1006,6 +1046,12 @@ inline Config choose_config(const Shape& shape, int sms) {
   // More than one wave.
   if (shape.cout <= 64) return Config{Tile::k128x64w8, split};
   return Config{wide ? Tile::k64x128w8 : Tile::k64x64w8, split};
+}
+
+// The configuration launch_igemm_forward uses on the current device.
+template <typename T>
+inline Config auto_config(const Shape& s) {
+  return choose_config<T>(s, device_sm_count(), device_smem_per_sm());
 }
 
 template <typename T>
@@ -1135,17 +1181,7 @@ inline cudaError_t launch_with(const ForwardArgs<T>& args, void* workspace, cuda
   case Tile::NAME:                                                                               \
     return launch_dynamic<T>(igemm_mma_kernel<T, BM, BN, WARPS_M, THREADS>, grid, THREADS,       \
                              MmaShape<T, BM, BN, WARPS_M, THREADS>::kSmem, stream, gp, prepare);
-    switch (config.tile) {
-      DCN_IGEMM_TILE(k32x64, 32, 64, 2, 128)
-      DCN_IGEMM_TILE(k64x64, 64, 64, 2, 128)
-      DCN_IGEMM_TILE(k64x128, 64, 128, 2, 128)
-      DCN_IGEMM_TILE(k32x128, 32, 128, 2, 128)
-      DCN_IGEMM_TILE(k32x64w8, 32, 64, 2, 256)
-      DCN_IGEMM_TILE(k64x64w8, 64, 64, 2, 256)
-      DCN_IGEMM_TILE(k64x128w8, 64, 128, 2, 256)
-      DCN_IGEMM_TILE(k128x64w8, 128, 64, 4, 256)
-      DCN_IGEMM_TILE(k128x128w8, 128, 128, 2, 256)
-    }
+    switch (config.tile) { DCN_IGEMM_TILES(DCN_IGEMM_TILE) }
 #undef DCN_IGEMM_TILE
   }
   return cudaErrorInvalidValue;
@@ -1181,13 +1217,13 @@ template <typename T>
 size_t igemm_workspace_bytes(const ConvGeometry& geometry) {
   if (!igemm::shape_supported<T>(geometry)) return 0;
   const igemm::Shape s = igemm::make_shape<T>(geometry);
-  return igemm::workspace_bytes_for<T>(geometry, igemm::choose_config<T>(s, igemm::device_sm_count()));
+  return igemm::workspace_bytes_for<T>(geometry, igemm::auto_config<T>(s));
 }
 template <typename T>
 size_t igemm_workspace_bytes(const ForwardArgs<T>& args) {
   if (!igemm::shape_supported<T>(args.geometry)) return 0;
   const igemm::Shape s = igemm::make_shape<T>(args.geometry);
-  return igemm::workspace_bytes_for<T>(args, igemm::choose_config<T>(s, igemm::device_sm_count()));
+  return igemm::workspace_bytes_for<T>(args, igemm::auto_config<T>(s));
 }
 
 // Split-K tile counters launch_igemm_forward uses for this geometry (0: no split). A caller
@@ -1196,7 +1232,7 @@ template <typename T>
 int igemm_counter_count(const ConvGeometry& geometry) {
   if (!igemm::shape_supported<T>(geometry)) return 0;
   const igemm::Shape s = igemm::make_shape<T>(geometry);
-  const igemm::Config c = igemm::choose_config<T>(s, igemm::device_sm_count());
+  const igemm::Config c = igemm::auto_config<T>(s);
   if (c.split_k <= 1) return 0;
   const igemm::Layout l = igemm::make_layout<T>(s, c);
   return l.tiles_m * l.tiles_n;
@@ -1233,7 +1269,7 @@ template <typename T>
 cudaError_t launch_igemm_forward(const ForwardArgs<T>& args, void* workspace, cudaStream_t stream) {
   if (!igemm::shape_supported<T>(args.geometry)) return cudaErrorNotSupported;
   const igemm::Shape s = igemm::make_shape<T>(args.geometry);
-  return igemm::launch_with<T>(args, workspace, stream, igemm::choose_config<T>(s, igemm::device_sm_count()));
+  return igemm::launch_with<T>(args, workspace, stream, igemm::auto_config<T>(s));
 }
 
 }  // namespace dcn
