@@ -1,0 +1,116 @@
+"""The implicit GEMM's launch rule (block shape and split of K), run on the CPU.
+
+The rule is host code in the shared kernel header; a small host program prints what it
+picks for the CenterNet layer shapes on an H100-sized GPU (132 SMs, 228 KB of shared memory
+per SM) and these tests check the properties the kernels rely on:
+- the split of K, which fixes each output's summation order, does not depend on the batch
+  (a batch gives the bits of its images alone; the GPU tests check the bits themselves);
+- a split launch of one image fits one wave of resident blocks (splits fill idle SMs);
+- every K slice gets at least 3 K steps, and there are at most 4 slices;
+- the workspace shrinks when the caller provides channels-last input and packed weights.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench.dcn_layers import model_layers  # noqa: E402
+
+SMS, SMEM_PER_SM = 132, 228 * 1024
+BATCHES = (1, 3, 8)
+
+PROGRAM = r"""
+#include <cstdio>
+#include "dcn_ext/csrc/kernels/modulated_deform_conv_igemm.cuh"
+
+template <typename T>
+void report(const char* dtype, int batch, int cin, int cout, int h, int w) {
+  dcn::ConvGeometry g{};
+  g.batch = batch; g.in_channels = cin; g.height = h; g.width = w; g.out_channels = cout;
+  g.kernel_h = g.kernel_w = 3; g.stride_h = g.stride_w = 1; g.pad_h = g.pad_w = 1;
+  g.dilation_h = g.dilation_w = 1; g.groups = 1; g.deformable_groups = 1;
+  g.out_height = h; g.out_width = w;
+  const auto s = dcn::igemm::make_shape<T>(g);
+  const auto c = dcn::igemm::choose_config<T>(s, SMS, SMEM);
+  const long long blocks = dcn::igemm::tile_count(s, c.tile) * c.split_k;
+  const long long wave = (long long)SMS * dcn::igemm::tile_blocks_per_sm<T>(c.tile, SMEM);
+  dcn::ForwardArgs<T> lean{};
+  lean.geometry = g;
+  lean.channels_last = true;
+  lean.weight_packed = reinterpret_cast<const T*>(16);
+  std::printf("%s %d %d %d %d %d tile=%d split=%d blocks=%lld wave=%lld ksteps=%d ws=%zu lean_ws=%zu\n",
+              dtype, batch, cin, cout, h, w, (int)c.tile, c.split_k, blocks, wave, s.k_steps,
+              dcn::igemm::workspace_bytes_for<T>(g, c), dcn::igemm::workspace_bytes_for<T>(lean, c));
+}
+
+int main() {
+SHAPES
+  return 0;
+}
+"""
+
+
+def _shapes():
+    seen = []
+    for model, hw in (("dla_34", (512, 512)), ("dla_34", (384, 1280)), ("resdcn_18", (512, 512))):
+        for layer in model_layers(model, hw, 1):
+            key = (layer.cin, layer.cout, layer.height, layer.width)
+            if key not in seen:
+                seen.append(key)
+    return seen
+
+
+@pytest.fixture(scope="module")
+def choices(tmp_path_factory):
+    if shutil.which("nvcc") is None:
+        pytest.skip("nvcc is not installed: cannot compile the kernel header's host code")
+    calls = []
+    for cin, cout, h, w in _shapes():
+        for batch in BATCHES:
+            for ctype, name in (("__half", "fp16"), ("__nv_bfloat16", "bf16"), ("float", "fp32")):
+                calls.append(f'  report<{ctype}>("{name}", {batch}, {cin}, {cout}, {h}, {w});')
+    work = tmp_path_factory.mktemp("igemm_rule")
+    source = work / "rule.cu"
+    source.write_text(PROGRAM.replace("SHAPES", "\n".join(calls)), encoding="utf-8")
+    binary = work / "rule"
+    build = subprocess.run(["nvcc", "-std=c++17", f"-I{ROOT}", f"-DSMS={SMS}", f"-DSMEM={SMEM_PER_SM}",
+                            "-gencode=arch=compute_90,code=sm_90", str(source), "-o", str(binary)],
+                           capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, build.stderr[-4000:]
+    run = subprocess.run([str(binary)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    rows = {}
+    for line in run.stdout.splitlines():
+        dtype, batch, cin, cout, h, w, *fields = line.split()
+        values = dict(f.split("=") for f in fields)
+        rows[(dtype, int(batch), int(cin), int(cout), int(h), int(w))] = {k: int(v) for k, v in values.items()}
+    assert len(rows) == len(calls)
+    return rows
+
+
+def test_the_split_of_k_does_not_depend_on_the_batch(choices):
+    for (dtype, batch, *shape), row in choices.items():
+        alone = choices[(dtype, 1, *shape)]
+        assert row["split"] == alone["split"], (dtype, batch, shape, row, alone)
+
+
+def test_one_image_fits_one_wave_unless_unsplit_and_slices_keep_three_steps(choices):
+    for (dtype, batch, *shape), row in choices.items():
+        assert 1 <= row["split"] <= 4, (dtype, shape, row)
+        if row["split"] > 1:
+            assert row["ksteps"] // row["split"] >= 3, (dtype, shape, row)
+            if batch == 1:  # a split exists to fill the wave, never to overflow it
+                assert row["blocks"] <= row["wave"], (dtype, shape, row)
+    # The split is really used where one image's tiles leave most SMs idle.
+    assert choices[("fp16", 1, 512, 256, 16, 16)]["split"] > 1
+
+
+def test_channels_last_input_and_packed_weights_shrink_the_workspace(choices):
+    for key, row in choices.items():
+        assert row["lean_ws"] < row["ws"], (key, row)
