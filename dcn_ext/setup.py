@@ -7,13 +7,14 @@ Works in the centernet-patch repository (dcn_ext/) and in a patched CenterNet tr
 found, unless told otherwise:
 
     DCN_EXT_CUDA=auto|on|off     (default auto; "on" fails if CUDA cannot be built)
-    TORCH_CUDA_ARCH_LIST="9.0"   (default: the visible GPU's; torch's list if none)
+    TORCH_CUDA_ARCH_LIST="9.0a"  (default: the visible GPU's, 9.0a for an H100; torch's list if none)
     MAX_JOBS=N                   (parallel compile jobs with ninja)
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -52,6 +53,29 @@ def cuda_wanted() -> bool:
     return True
 
 
+def arch_list() -> str:
+    """TORCH_CUDA_ARCH_LIST for the build (set in the environment, which torch reads): the
+    caller's, else the visible GPU's. Compute capability 9.0 becomes 9.0a, the target with
+    Hopper's warpgroup MMA (wgmma), which the fast fp16/bf16 kernels use."""
+    chosen = os.environ.get("TORCH_CUDA_ARCH_LIST", "").strip()
+    if not chosen and torch.cuda.is_available():
+        major, minor = torch.cuda.get_device_capability()
+        chosen = f"{major}.{minor}" + ("a" if (major, minor) == (9, 0) else "")
+        os.environ["TORCH_CUDA_ARCH_LIST"] = chosen
+    return chosen
+
+
+def wgmma_macro(arch: str) -> list:
+    """DCN_IGEMM_WGMMA when the build targets sm_90a and not plain sm_90: the wgmma kernels
+    exist only in sm_90a code, and a binary holding both could run the sm_90 one."""
+    items = {item.replace("+PTX", "") for item in re.split(r"[;\s]+", arch) if item}
+    if "9.0a" in items and "9.0" not in items:
+        return [("DCN_IGEMM_WGMMA", "1")]
+    if "9.0" in items:
+        print("dcn_ext: building for sm_90 without the wgmma kernels (use TORCH_CUDA_ARCH_LIST=9.0a)")
+    return []
+
+
 def extension():
     macros = [
         ("DCN_TORCH_NAMESPACE", CONTRACT["torch_library_namespace"]),
@@ -62,7 +86,7 @@ def extension():
     if cuda_wanted():
         sources.append("csrc/cuda/modulated_deform_conv_cuda.cu")
         return cpp_extension.CUDAExtension(
-            "_C", sources, define_macros=macros,
+            "_C", sources, define_macros=macros + wgmma_macro(arch_list()),
             extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-lineinfo"]})
     return cpp_extension.CppExtension("_C", sources, define_macros=macros,
                                       extra_compile_args={"cxx": cxx_flags})

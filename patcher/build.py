@@ -52,25 +52,25 @@ def normalize_cuda_arch(cuda_arch: str) -> str:
     items = [item for item in re.split(r"[;,\s]+", cuda_arch.strip()) if item]
     normalized = []
     for item in items:
-        match = re.fullmatch(r"(\d+)(?:\.(\d+))?(\+PTX)?", item, flags=re.IGNORECASE)
+        match = re.fullmatch(r"(\d+)(?:\.(\d+))?(a?)(\+PTX)?", item, flags=re.IGNORECASE)
         if not match:
             raise UsageError(f"--cuda-arch is not valid: got: {cuda_arch!r} expected: compute "
                              f"capabilities such as 9.0, 90 or '8.6;9.0'")
-        major, minor, ptx = match.groups()
+        major, minor, specific, ptx = match.groups()
         if minor is None:  # "90" -> "9.0"
             if len(major) < 2:
                 raise UsageError(f"--cuda-arch is not valid: got: {item!r} "
                                  f"expected: e.g. 9.0 or 90")
             major, minor = major[:-1], major[-1]
-        normalized.append(f"{int(major)}.{minor}" + ("+PTX" if ptx else ""))
+        normalized.append(f"{int(major)}.{minor}" + specific.lower() + ("+PTX" if ptx else ""))
     if not normalized:
         raise UsageError(f"--cuda-arch is not valid: got: {cuda_arch!r} expected: e.g. 9.0")
     return ";".join(normalized)
 
 
 def _cmake_arch(arch_list: str) -> str:
-    """TORCH_CUDA_ARCH_LIST form -> CMAKE_CUDA_ARCHITECTURES form ("8.6;9.0" -> "86;90")."""
-    return ";".join(item.upper().replace("+PTX", "").replace(".", "")
+    """TORCH_CUDA_ARCH_LIST form -> CMAKE_CUDA_ARCHITECTURES form ("8.6;9.0a" -> "86;90a")."""
+    return ";".join(re.sub(r"\+PTX$", "", item, flags=re.IGNORECASE).replace(".", "")
                     for item in arch_list.split(";"))
 
 
@@ -164,7 +164,8 @@ def build(tree: Union[str, Path], *, cuda: str = "auto", cuda_arch: Optional[str
 
             if torch.cuda.is_available():
                 major, minor = torch.cuda.get_device_capability()
-                arch_list = f"{major}.{minor}"
+                # 9.0 -> 9.0a: the target with Hopper's wgmma, which the fast kernels use.
+                arch_list = f"{major}.{minor}" + ("a" if (major, minor) == (9, 0) else "")
                 env["TORCH_CUDA_ARCH_LIST"] = arch_list
             else:
                 sink.warn("no GPU visible and no --cuda-arch: compiling the CUDA kernels for "

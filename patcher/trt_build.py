@@ -23,7 +23,7 @@ BUILD_DIRNAME = "trt_plugin_build"
 RECORD_NAME = "dcn_trt_plugin.json"  # written by trt_plugin/CMakeLists.txt
 LOG_NAME = "build.log"
 HEADERS_MISSING = "TensorRT plugin skipped: headers not found (set TENSORRT_ROOT)"
-DEFAULT_CUDA_ARCH = "90"
+DEFAULT_CUDA_ARCH = "90a"  # Hopper with wgmma (the fast fp16/bf16 kernels)
 
 # Where a patched tree keeps its copy of the dcn package (contract.json, csrc/kernels).
 TREE_DCN_DIR = Path("src/lib/models/networks/dcn")
@@ -77,7 +77,7 @@ def find_tensorrt_include(tensorrt_root: Optional[Union[str, Path]] = None) -> O
 
 
 def detect_cuda_arch() -> Optional[str]:
-    """The compute capability of the first GPU ("90" for an H100), or None without one."""
+    """The CUDA architecture for the first GPU ("90a" for an H100, "86", ...), or None without one."""
     smi = shutil.which("nvidia-smi")
     if smi is None:
         return None
@@ -87,7 +87,10 @@ def detect_cuda_arch() -> Optional[str]:
     except (OSError, subprocess.SubprocessError):
         return None
     first = done.stdout.strip().splitlines()[0].strip() if done.returncode == 0 and done.stdout.strip() else ""
-    return first.replace(".", "") if first.replace(".", "").isdigit() else None
+    arch = first.replace(".", "")
+    if not arch.isdigit():
+        return None
+    return "90a" if arch == "90" else arch  # Hopper: the sm_90a target has wgmma
 
 
 def find_plugin_library(start: Path) -> Optional[Path]:

@@ -24,7 +24,7 @@ DCN_SOURCE = REPO / "dcn_ext"
 
 @pytest.mark.parametrize("given, expected", [
     ("9.0", "9.0"), ("90", "9.0"), ("8.6;9.0", "8.6;9.0"), ("86 90+PTX", "8.6;9.0+PTX"),
-    ("12.0", "12.0"), ("120", "12.0"),
+    ("12.0", "12.0"), ("120", "12.0"), ("9.0a", "9.0a"), ("90a", "9.0a"), ("8.0;90A+PTX", "8.0;9.0a+PTX"),
 ])
 def test_normalize_cuda_arch(given, expected):
     assert normalize_cuda_arch(given) == expected

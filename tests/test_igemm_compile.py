@@ -28,16 +28,20 @@ template cudaError_t dcn::launch_igemm_pack_weights<__half>(const dcn::ConvGeome
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed: cannot compile the CUDA kernels")
-@pytest.mark.parametrize("arch", ["90", "80"])
+@pytest.mark.parametrize("arch", ["90a", "90", "80"])
 def test_igemm_header_compiles(tmp_path, arch):
     source = tmp_path / "igemm_instantiate.cu"
     source.write_text(TRANSLATION_UNIT, encoding="utf-8")
+    wgmma = arch == "90a"  # as dcn_ext's setup.py and trt_plugin's CMake build for an H100
     result = subprocess.run(
         ["nvcc", "-std=c++17", f"-I{ROOT}", f"-gencode=arch=compute_{arch},code=sm_{arch}",
+         *(["-DDCN_IGEMM_WGMMA=1"] if wgmma else []),
          "-Xptxas=-v", "-c", str(source), "-o", str(tmp_path / "igemm.o")],
-        capture_output=True, text=True, timeout=300)
+        capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
-    # The tensor-core kernels must really be there (one per tile shape and 16-bit dtype:
-    # 9 shapes, 4- and 8-warp, x fp16 / bf16).
-    assert result.stderr.count("igemm_mma_kernel") >= 18, result.stderr[-2000:]
+    # The tensor-core kernels must really be there: one per mma.sync tile shape and dtype
+    # (9 shapes x fp16 / bf16 / fp32), and with wgmma one per wgmma shape and 16-bit dtype.
+    compiled = [line for line in result.stderr.splitlines() if "Compiling entry function" in line]
+    assert sum("igemm_mma_kernel" in line for line in compiled) == 27, result.stderr[-2000:]
+    assert sum("igemm_wgmma_kernel" in line for line in compiled) == (10 if wgmma else 0), result.stderr[-2000:]
     assert "spill" in result.stderr  # ptxas printed its resource report

@@ -37,15 +37,15 @@ void report(const char* dtype, int batch, int cin, int cout, int h, int w) {
   g.dilation_h = g.dilation_w = 1; g.groups = 1; g.deformable_groups = 1;
   g.out_height = h; g.out_width = w;
   const auto s = dcn::igemm::make_shape<T>(g);
-  const auto c = dcn::igemm::choose_config<T>(s, SMS, SMEM);
+  const auto c = dcn::igemm::choose_config<T>(s, SMS, SMEM, WGMMA != 0);
   const long long blocks = dcn::igemm::tile_count(s, c.tile) * c.split_k;
   const long long wave = (long long)SMS * dcn::igemm::tile_blocks_per_sm<T>(c.tile, SMEM);
   dcn::ForwardArgs<T> lean{};
   lean.geometry = g;
   lean.channels_last = true;
   lean.weight_packed = reinterpret_cast<const T*>(16);
-  std::printf("%s %d %d %d %d %d tile=%d split=%d blocks=%lld wave=%lld ksteps=%d ws=%zu lean_ws=%zu\n",
-              dtype, batch, cin, cout, h, w, (int)c.tile, c.split_k, blocks, wave, s.k_steps,
+  std::printf("%s %d %d %d %d %d tile=%d wgmma=%d split=%d blocks=%lld wave=%lld ksteps=%d ws=%zu lean_ws=%zu\n",
+              dtype, batch, cin, cout, h, w, (int)c.tile, (int)dcn::igemm::is_wgmma_tile(c.tile), c.split_k, blocks, wave, s.k_steps,
               dcn::igemm::workspace_bytes_for<T>(g, c), dcn::igemm::workspace_bytes_for<T>(lean, c));
 }
 
@@ -66,8 +66,10 @@ def _shapes():
     return seen
 
 
-@pytest.fixture(scope="module")
-def choices(tmp_path_factory):
+@pytest.fixture(scope="module", params=[False, True], ids=["mma", "wgmma"])
+def choices(tmp_path_factory, request):
+    """The rule's picks without and with the wgmma kernels (an sm_90a build on an H100)."""
+    wgmma = request.param
     if shutil.which("nvcc") is None:
         pytest.skip("nvcc is not installed: cannot compile the kernel header's host code")
     calls = []
@@ -80,6 +82,7 @@ def choices(tmp_path_factory):
     source.write_text(PROGRAM.replace("SHAPES", "\n".join(calls)), encoding="utf-8")
     binary = work / "rule"
     build = subprocess.run(["nvcc", "-std=c++17", f"-I{ROOT}", f"-DSMS={SMS}", f"-DSMEM={SMEM_PER_SM}",
+                            f"-DWGMMA={int(wgmma)}", *(["-DDCN_IGEMM_WGMMA=1"] if wgmma else []),
                             "-gencode=arch=compute_90,code=sm_90", str(source), "-o", str(binary)],
                            capture_output=True, text=True, timeout=600)
     assert build.returncode == 0, build.stderr[-4000:]
@@ -91,26 +94,37 @@ def choices(tmp_path_factory):
         values = dict(f.split("=") for f in fields)
         rows[(dtype, int(batch), int(cin), int(cout), int(h), int(w))] = {k: int(v) for k, v in values.items()}
     assert len(rows) == len(calls)
-    return rows
+    return wgmma, rows
 
 
 def test_the_split_of_k_does_not_depend_on_the_batch(choices):
-    for (dtype, batch, *shape), row in choices.items():
-        alone = choices[(dtype, 1, *shape)]
+    _, rows = choices
+    for (dtype, batch, *shape), row in rows.items():
+        alone = rows[(dtype, 1, *shape)]
         assert row["split"] == alone["split"], (dtype, batch, shape, row, alone)
 
 
+def test_wgmma_tiles_only_for_16_bit_types_and_where_built(choices):
+    wgmma, rows = choices
+    picked = {dtype for (dtype, *_), row in rows.items() if row["wgmma"]}
+    assert picked == ({"fp16", "bf16"} if wgmma else set()), picked
+    if wgmma:  # the wide 64->64 layers at 128x128 take a wgmma tile
+        assert rows[("fp16", 1, 64, 64, 128, 128)]["wgmma"] == 1
+
+
 def test_one_image_fits_one_wave_unless_unsplit_and_slices_keep_three_steps(choices):
-    for (dtype, batch, *shape), row in choices.items():
+    _, rows = choices
+    for (dtype, batch, *shape), row in rows.items():
         assert 1 <= row["split"] <= 4, (dtype, shape, row)
         if row["split"] > 1:
             assert row["ksteps"] // row["split"] >= 3, (dtype, shape, row)
             if batch == 1:  # a split exists to fill the wave, never to overflow it
                 assert row["blocks"] <= row["wave"], (dtype, shape, row)
     # The split is really used where one image's tiles leave most SMs idle.
-    assert choices[("fp16", 1, 512, 256, 16, 16)]["split"] > 1
+    assert rows[("fp16", 1, 512, 256, 16, 16)]["split"] > 1
 
 
 def test_channels_last_input_and_packed_weights_shrink_the_workspace(choices):
-    for key, row in choices.items():
+    _, rows = choices
+    for key, row in rows.items():
         assert row["lean_ws"] < row["ws"], (key, row)

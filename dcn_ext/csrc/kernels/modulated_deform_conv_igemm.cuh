@@ -6,8 +6,9 @@
 // K = Cin*kh*kw. Nothing of the K x M column matrix ever reaches device memory: each
 // block samples its A tile (BM pixels x one tap x 128 bytes of channels) straight into
 // shared memory and multiplies it with a weight tile on the tensor cores with fp32
-// accumulation: fp16/bf16 with mma.sync m16n8k16; fp32 as 3xTF32 (mma.sync m16n8k8, each
-// fp32 operand split into two TF32 parts, three products: fp32-level accuracy, not TF32's).
+// accumulation: fp16/bf16 with mma.sync m16n8k16, or on sm_90a builds with Hopper's
+// wgmma (same bits); fp32 as 3xTF32 (mma.sync m16n8k8, each fp32 operand split into two
+// TF32 parts, three products: fp32-level accuracy, not TF32's).
 //
 // One call runs two kernels:
 //  1. prepare: the input NCHW -> NHWC (channels padded with zeros to a multiple of the
@@ -35,6 +36,13 @@
 
 #include "dcn_params.h"
 
+// Development builds only (bench/igemm_breakdown.py): 1 returns at kernel entry, 2 skips
+// the K loop (no table, no gathers), 3 fills the corner tables but skips the K steps. The
+// differences between them split a layer's time into launch, prologue, K loop and epilogue.
+#ifndef DCN_IGEMM_PROBE
+#define DCN_IGEMM_PROBE 0
+#endif
+
 namespace dcn {
 namespace igemm {
 
@@ -48,11 +56,14 @@ constexpr size_t kAlign = 256;
 // Block shapes the dispatcher can pick (M x N, and 4 or 8 warps; the automatic choice
 // takes 8-warp ones, the others stay for sweeps). The 8-warp shapes give each scheduler twice the warps to hide
 // the gathers' latency behind (the sampling loop is latency bound, see bench/NOTES.md).
+// The "wg" shapes run on Hopper's warpgroup MMA (fp16 / bf16, builds for sm_90a only).
 enum class Tile : int {
   k32x64 = 0, k64x64 = 1, k64x128 = 2, k32x128 = 3,
   k32x64w8 = 4, k64x64w8 = 5, k64x128w8 = 6, k128x64w8 = 7, k128x128w8 = 8,
+  k64x64wg = 9, k128x64wg = 10, k64x128wg = 11, k128x128wg = 12, k64x256wg = 13,
 };
-constexpr int kTileCount = 9;
+constexpr int kTileCount = 14;
+inline bool is_wgmma_tile(Tile t) { return (int)t >= (int)Tile::k64x64wg; }
 
 struct Config {
   Tile tile;
@@ -65,7 +76,9 @@ struct TileShape {
 inline TileShape tile_shape(Tile t) {
   constexpr TileShape kShapes[kTileCount] = {{32, 64, 128},  {64, 64, 128},  {64, 128, 128},
                                              {32, 128, 128}, {32, 64, 256},  {64, 64, 256},
-                                             {64, 128, 256}, {128, 64, 256}, {128, 128, 256}};
+                                             {64, 128, 256}, {128, 64, 256}, {128, 128, 256},
+                                             {64, 64, 256},  {128, 64, 256}, {64, 128, 256},
+                                             {128, 128, 256}, {64, 256, 256}};
   return kShapes[(int)t];
 }
 inline int tile_m(Tile t) { return tile_shape(t).m; }
@@ -527,6 +540,25 @@ __device__ __forceinline__ uint4 blend_packed(const uint4 (&v)[4], const float4&
   return r;
 }
 
+// One thread's 16 bytes of a pixel's chunk, blended and packed for the A tile.
+template <typename T>
+__device__ __forceinline__ uint4 blend_vector(const uint4 (&v)[4], const float4& w) {
+  if constexpr (std::is_same<T, __half>::value) {
+    return blend_packed(v, w);
+  } else {  // bf16: 8 mantissa bits leave no room for packed rounding; fp32: exact
+    float r[Traits<T>::kVec];
+    blend<T>(v, w, r);
+    return pack(r, (const T*)nullptr);
+  }
+}
+
+// The corners of a thread's PPT pixels (table entries kStride pixels apart from `entry`).
+template <typename T, int PPT, int kStride>
+__device__ __forceinline__ void gather_pixels(const ulonglong2* entry, int element, uint4 (&v)[PPT][4]) {
+#pragma unroll
+  for (int j = 0; j < PPT; ++j) gather4<T>(entry + 2 * j * kStride, element, v[j]);
+}
+
 // Split-K: store this block's accumulators; if it is the tile's last slice to finish,
 // sum all slices in a fixed order (repeatable results). Returns whether to run the epilogue.
 template <int kAcc>
@@ -564,53 +596,99 @@ __device__ __forceinline__ void cp_async_wait_pending() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
-// The K loop shared by both kernels. Stage::load<R>(ks, buf) gathers step ks into the
-// register set R and starts the weight copy into buffer `buf`; Stage::store<R>(buf, ks)
-// blends register set R into A tile `buf`; Stage::compute(buf) multiplies tiles `buf`.
-// Stage::kDepth steps of gathers are in flight at once (2: two register sets, three
-// shared-memory buffers), so a block waits on memory about once per kDepth steps. The
-// corner table is refilled for every kTableTaps (tap, group) pairs of the slice.
+// The K loop shared by the kernels. Stage::load<R>(kpos, q, chunk, buf) gathers the step
+// (q, chunk) into the register set R and starts the copy of its weights (packed K step
+// kpos = q * chunks_per_q + chunk) into buffer `buf`; Stage::store<R>(buf, q) blends
+// register set R into A tile `buf`; Stage::compute(buf) multiplies tiles `buf` (or, with
+// wgmma, starts multiplying them); Stage::retire() waits for that product;
+// Stage::publish() makes the thread's shared-memory writes visible to the tensor cores'
+// asynchronous reads, before the step's barrier. Stage::kDepth steps of gathers are in
+// flight at once (2: two register sets, three shared-memory buffers).
+//
+// Step order. Without split-K the steps run chunk-major within each deformable group: all
+// taps of channel chunk 0, then all taps of chunk 1, ... (step ks = (g * chunks_per_q +
+// chunk) * taps + tap). The nine taps of a chunk sample the same neighbourhood, so the
+// lines a block keeps in L1 between two uses shrink by chunks_per_q against tap-major
+// order (fp32 128->128 at 64x64: 54.6 -> 51 us). Split-K slices stay tap-major (ks = q *
+// chunks_per_q + chunk): a short slice then needs the corner table of a few taps only,
+// where chunk-major would need all nine. The order depends on the split alone, which is
+// chosen per image, so a batch still sums in the order of its images alone. The corner
+// table holds kTableTaps (group, tap) pairs: one fill serves every chunk of a 3x3 kernel;
+// larger kernels refill it per window of taps.
 template <typename T, typename Stage>
 __device__ __forceinline__ void k_loop(const GemmParams<T>& p, Stage& st, CornerTable table, int bm,
                                        int tile, int k_begin, int k_end) {
   constexpr int D = Stage::kDepth, NB = D + 1;
-  const int cpq = p.s.chunks_per_q;
-  if (k_begin >= k_end) return;
-  // (q, chunk) of a step, advanced incrementally (no division per step).
-  auto advance = [cpq](int& q, int& chunk) {
-    if (++chunk == cpq) {
-      chunk = 0;
-      ++q;
+  const int cpq = p.s.chunks_per_q, taps = p.s.taps;
+  const int per_group = cpq * taps;
+  const bool chunk_major = p.split_k == 1;
+  for (int lo = k_begin; lo < k_end;) {
+    // The phase starting at step lo: its first (q, chunk), its table's (group, tap) pairs
+    // [q_lo, q_lo + nq), its end hi, and where q wraps to the next chunk (chunk-major).
+    int q0, chunk0, q_lo, nq, hi, q_wrap = 0, q_restart = 0;
+    if (chunk_major) {
+      const int g = lo / per_group, r = lo - g * per_group;
+      chunk0 = r / taps;
+      const int tap0 = r - chunk0 * taps;
+      const int w_begin = tap0 / kTableTaps * kTableTaps;
+      const int w_end = taps - w_begin < kTableTaps ? taps : w_begin + kTableTaps;
+      hi = taps <= kTableTaps ? (g + 1) * per_group : lo + (w_end - tap0);
+      if (hi > k_end) hi = k_end;
+      // Taps the phase uses: [tap0, tap0 + steps) when it stays within one chunk, else the window.
+      const bool one_pass = tap0 + (hi - lo) <= w_end;
+      q0 = g * taps + tap0;
+      q_lo = one_pass ? q0 : g * taps + w_begin;
+      nq = one_pass ? hi - lo : w_end - w_begin;
+      q_wrap = g * taps + w_end;
+      q_restart = g * taps + w_begin;
+    } else {
+      q0 = lo / cpq;
+      chunk0 = lo - q0 * cpq;
+      q_lo = q0;
+      const int q_last = (k_end - 1) / cpq;
+      nq = q_last - q_lo + 1 < kTableTaps ? q_last - q_lo + 1 : kTableTaps;
+      hi = k_end < (q_lo + nq) * cpq ? k_end : (q_lo + nq) * cpq;
     }
-  };
-  const int q_first = k_begin / cpq, q_last = (k_end - 1) / cpq;
-  for (int q_lo = q_first; q_lo <= q_last; q_lo += kTableTaps) {
-    const int nq = q_last - q_lo + 1 < kTableTaps ? q_last - q_lo + 1 : kTableTaps;
     __syncthreads();  // the previous phase has finished reading the table and the tiles
     fill_corner_table(p, table, bm, tile, q_lo, nq);
     wait_for_prepare();
     __syncthreads();
+    if (DCN_IGEMM_PROBE == 3) {
+      lo = hi;
+      continue;
+    }
     st.q_lo = q_lo;
-    const int lo = k_begin > q_lo * cpq ? k_begin : q_lo * cpq;
-    const int hi = k_end < (q_lo + nq) * cpq ? k_end : (q_lo + nq) * cpq;
-    int load_q = lo / cpq, load_chunk = lo - load_q * cpq;  // the next step to gather
-    int store_q = load_q, store_chunk = load_chunk;          // the next step to blend
-    st.template load<0>(lo, load_q, load_chunk, 0);
+    // (q, chunk) of the next step, without divisions.
+    auto advance = [=](int& q, int& chunk) {
+      if (chunk_major) {
+        if (++q == q_wrap) {
+          q = q_restart;
+          ++chunk;
+        }
+      } else if (++chunk == cpq) {
+        chunk = 0;
+        ++q;
+      }
+    };
+    int load_q = q0, load_chunk = chunk0;  // the next step to gather
+    int store_q = load_q, store_chunk = load_chunk;     // the next step to blend
+    st.template load<0>(load_q * cpq + load_chunk, load_q, load_chunk, 0);
     advance(load_q, load_chunk);
     if (D == 2 && lo + 1 < hi) {
-      st.template load<D - 1>(lo + 1, load_q, load_chunk, 1);
+      st.template load<D - 1>(load_q * cpq + load_chunk, load_q, load_chunk, 1);
       advance(load_q, load_chunk);
     }
     st.template store<0>(0, store_q);
     advance(store_q, store_chunk);
     if (D == 2 && lo + 1 < hi) cp_async_wait_pending<1>(); else cp_async_wait_pending<0>();
+    st.publish();
     __syncthreads();
     for (int ks = lo; ks < hi; ++ks) {
       const int i = ks - lo;
       if (D == 2) {
         if (ks + 2 < hi) {
-          if (i & 1) st.template load<D - 1>(ks + 2, load_q, load_chunk, (i + 2) % NB);
-          else st.template load<0>(ks + 2, load_q, load_chunk, (i + 2) % NB);
+          if (i & 1) st.template load<D - 1>(load_q * cpq + load_chunk, load_q, load_chunk, (i + 2) % NB);
+          else st.template load<0>(load_q * cpq + load_chunk, load_q, load_chunk, (i + 2) % NB);
           advance(load_q, load_chunk);
         }
         st.compute(i % NB);
@@ -619,18 +697,22 @@ __device__ __forceinline__ void k_loop(const GemmParams<T>& p, Stage& st, Corner
           else st.template store<D - 1>((i + 1) % NB, store_q);
           advance(store_q, store_chunk);
         }
+        st.retire();
         if (ks + 2 < hi) cp_async_wait_pending<1>(); else cp_async_wait_pending<0>();
       } else {
-        if (ks + 1 < hi) st.template load<0>(ks + 1, load_q, load_chunk, (i + 1) & 1);
+        if (ks + 1 < hi) st.template load<0>(load_q * cpq + load_chunk, load_q, load_chunk, (i + 1) & 1);
         st.compute(i & 1);
         if (ks + 1 < hi) {
           st.template store<0>((i + 1) & 1, load_q);
           advance(load_q, load_chunk);
         }
+        st.retire();
         cp_async_wait_pending<0>();
       }
+      st.publish();
       __syncthreads();
     }
+    lo = hi;
   }
 }
 
@@ -716,12 +798,10 @@ struct MmaStage {
   int b_dst;       // its offset in a B buffer
 
   template <int R>
-  __device__ __forceinline__ void load(int ks, int q, int chunk, int buf) {
-    const int element = chunk * K::kChunk + lane8 * Traits<T>::kVec;
-#pragma unroll
-    for (int j = 0; j < K::PPT; ++j)
-      gather4<T>(table.where + 2 * ((q - q_lo) * BM + pixel0 + j * K::kPixelsPerPass), element, vals[R][j]);
-    const T* src = b_src + (size_t)ks * K::kChunk;
+  __device__ __forceinline__ void load(int kpos, int q, int chunk, int buf) {
+    gather_pixels<T, K::PPT, K::kPixelsPerPass>(table.where + 2 * ((q - q_lo) * BM + pixel0),
+                                                 chunk * K::kChunk + lane8 * Traits<T>::kVec, vals[R]);
+    const T* src = b_src + (size_t)kpos * K::kChunk;
     T* dst = smem_b + buf * BN * K::kRow + b_dst;
 #pragma unroll
     for (int part = 0; part < K::kBParts; ++part)  // fp32: the small parts follow the big ones
@@ -736,18 +816,12 @@ struct MmaStage {
 #pragma unroll
     for (int j = 0; j < K::PPT; ++j) {
       const int pl = pixel0 + j * K::kPixelsPerPass;
-      const float4 w = table.weights[(q - q_lo) * BM + pl];
-      uint4 packed;
-      if constexpr (std::is_same<T, __half>::value) {
-        packed = blend_packed(vals[R][j], w);
-      } else {  // bf16: 8 mantissa bits leave no room for packed rounding; fp32: exact
-        float r[Traits<T>::kVec];
-        blend<T>(vals[R][j], w, r);
-        packed = pack(r, (const T*)nullptr);
-      }
+      const uint4 packed = blend_vector<T>(vals[R][j], table.weights[(q - q_lo) * BM + pl]);
       *reinterpret_cast<uint4*>(smem_a + (buf * BM + pl) * K::kRow + lane8 * Traits<T>::kVec) = packed;
     }
   }
+  __device__ __forceinline__ void retire() {}   // mma.sync has finished when compute returns
+  __device__ __forceinline__ void publish() {}  // ldmatrix reads through the generic proxy
   __device__ __forceinline__ void compute(int buf) {
     const T* a_base = smem_a + (buf * BM + warp_m * K::WM) * K::kRow;
     const T* b_base = smem_b + (buf * BN + warp_n * K::WN) * K::kRow;
@@ -820,6 +894,53 @@ struct MmaStage {
   }
 };
 
+// Epilogue shared by the kernels: bias, cast, stage the BM x BN tile in shared memory
+// ([n][m] for NCHW output, [m][n] for channels-last), then store along pixels (NCHW) or
+// along each pixel's channels (channels-last). `fragments(put)` calls put(row, column,
+// value) for each of the thread's accumulators.
+template <typename T, int BM, int BN, int THREADS, typename Fragments>
+__device__ __forceinline__ void store_tile(const GemmParams<T>& p, char* smem, int tile_m_idx, int n0,
+                                           Fragments fragments) {
+  static_assert(THREADS % BM == 0, "epilogue: one pixel per thread and pass");
+  const Shape& s = p.s;
+  const int tid = threadIdx.x;
+  T* smem_c = reinterpret_cast<T*>(smem);
+  __syncthreads();
+  fragments([&](int row, int col, float v) {
+    if (p.bias != nullptr && n0 + col < s.cout) v += to_float(p.bias[n0 + col]);
+    if (s.channels_last) smem_c[row * (BN + 8) + col] = from_float<T>(v);
+    else smem_c[col * (BM + 8) + row] = from_float<T>(v);
+  });
+  __syncthreads();
+  const int plane = s.out_h * s.out_w;
+  if (s.channels_last) {  // 16-byte stores along each pixel's channels
+    constexpr int kVec = Traits<T>::kVec, kVecs = BN / kVec;
+    const bool vector_ok = s.cout % kVec == 0 && reinterpret_cast<uintptr_t>(p.output) % 16 == 0;
+    for (int e = tid; e < BM * kVecs; e += THREADS) {
+      const int pl = e / kVecs, col = (e - pl * kVecs) * kVec;
+      int n_img, pix, ho, wo;
+      if (n0 + col >= s.cout || !locate_pixel(p, tile_m_idx, pl, BM, n_img, pix, ho, wo)) continue;
+      T* dst = p.output + ((size_t)n_img * plane + pix) * s.cout + n0 + col;
+      const T* src = smem_c + pl * (BN + 8) + col;
+      if (vector_ok) {
+        *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
+      } else {
+        for (int c = 0; c < kVec && n0 + col + c < s.cout; ++c) dst[c] = src[c];
+      }
+    }
+    return;
+  }
+  // THREADS is a multiple of BM: each thread stores one pixel's channels.
+  const int pl = tid % BM;
+  int n_img, pix, ho, wo;
+  if (locate_pixel(p, tile_m_idx, pl, BM, n_img, pix, ho, wo)) {
+    T* out = p.output + (size_t)n_img * s.cout * plane + pix;
+    for (int col = tid / BM; col < BN; col += THREADS / BM) {
+      if (n0 + col < s.cout) out[(size_t)(n0 + col) * plane] = smem_c[col * (BM + 8) + pl];
+    }
+  }
+}
+
 // Blocks an SM should hold at once (caps registers so that the gathers of several blocks
 // are in flight together).
 template <int BM, int BN, int THREADS>
@@ -843,6 +964,7 @@ struct MinBlocks {
 template <typename T, int BM, int BN, int WARPS_M, int THREADS>
 __global__ void __launch_bounds__(THREADS, MinBlocks<BM, BN, THREADS>::value) igemm_mma_kernel(GemmParams<T> p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  if (DCN_IGEMM_PROBE == 1) return;
   using K = MmaShape<T, BM, BN, WARPS_M, THREADS>;
   extern __shared__ uint4 smem_dyn[];
   __shared__ int last_flag;
@@ -878,7 +1000,7 @@ __global__ void __launch_bounds__(THREADS, MinBlocks<BM, BN, THREADS>::value) ig
 
   const int k_begin = (int)((long long)s.k_steps * split / p.split_k);
   const int k_end = (int)((long long)s.k_steps * (split + 1) / p.split_k);
-  k_loop<T>(p, st, st.table, BM, tile_m_idx, k_begin, k_end);
+  if (DCN_IGEMM_PROBE != 2) k_loop<T>(p, st, st.table, BM, tile_m_idx, k_begin, k_end);
 
   wait_for_prepare();  // also for a slice without K steps
   if (p.split_k > 1) {
@@ -886,52 +1008,246 @@ __global__ void __launch_bounds__(THREADS, MinBlocks<BM, BN, THREADS>::value) ig
     if (!split_k_reduce(acc_flat, p.partials, p.counters, blockIdx.x, split, p.split_k, &last_flag)) return;
   }
 
-  // Epilogue: bias, cast, stage the tile as [n][m] in shared memory, store along pixels.
-  T* smem_c = reinterpret_cast<T*>(smem);  // [BN][BM + 8]
-  const int n0 = st.n0;
-  __syncthreads();
+  store_tile<T, BM, BN, THREADS>(p, smem, tile_m_idx, st.n0, [&](auto&& put) {
 #pragma unroll
-  for (int mt = 0; mt < K::MT; ++mt)
+    for (int mt = 0; mt < K::MT; ++mt)
 #pragma unroll
-    for (int nt = 0; nt < K::NT; ++nt)
+      for (int nt = 0; nt < K::NT; ++nt)
 #pragma unroll
-      for (int c = 0; c < 4; ++c) {
-        const int row = st.warp_m * K::WM + mt * 16 + st.lane / 4 + (c / 2) * 8;
-        const int col = st.warp_n * K::WN + nt * 8 + (st.lane % 4) * 2 + (c % 2);
-        float v = st.acc[mt][nt][c];
-        if (p.bias != nullptr && n0 + col < s.cout) v += to_float(p.bias[n0 + col]);
-        // NCHW output: staged [channel][pixel]; channels-last: [pixel][channel].
-        if (s.channels_last) smem_c[row * (BN + 8) + col] = from_float<T>(v);
-        else smem_c[col * (BM + 8) + row] = from_float<T>(v);
-      }
-  __syncthreads();
-  // THREADS is a multiple of BM: each thread stores one pixel's channels.
-  const int plane = s.out_h * s.out_w;
-  if (s.channels_last) {  // 16-byte stores along each pixel's channels
-    constexpr int kVec = Traits<T>::kVec, kVecs = BN / kVec;
-    const bool vector_ok = s.cout % kVec == 0 && reinterpret_cast<uintptr_t>(p.output) % 16 == 0;
-    for (int e = tid; e < BM * kVecs; e += THREADS) {
-      const int pl = e / kVecs, col = (e - pl * kVecs) * kVec;
-      int n_img, pix, ho, wo;
-      if (n0 + col >= s.cout || !locate_pixel(p, tile_m_idx, pl, BM, n_img, pix, ho, wo)) continue;
-      T* dst = p.output + ((size_t)n_img * plane + pix) * s.cout + n0 + col;
-      const T* src = smem_c + pl * (BN + 8) + col;
-      if (vector_ok) {
-        *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
-      } else {
-        for (int c = 0; c < kVec && n0 + col + c < s.cout; ++c) dst[c] = src[c];
-      }
-    }
-    return;
+        for (int c = 0; c < 4; ++c)
+          put(st.warp_m * K::WM + mt * 16 + st.lane / 4 + (c / 2) * 8,
+              st.warp_n * K::WN + nt * 8 + (st.lane % 4) * 2 + (c % 2), st.acc[mt][nt][c]);
+  });
+#endif
+}
+
+
+// ---------------------------------------------------------------------------------------
+// Kernel 2b: Hopper warpgroup MMA (wgmma), fp16 / bf16. Built only where the build targets
+// sm_90a (DCN_IGEMM_WGMMA, set by dcn_ext's setup.py and trt_plugin's CMake for that
+// target); elsewhere the mma.sync kernel serves.
+//
+// Why: with mma.sync every warp reloads its A and B fragments from shared memory through
+// the load/store pipe (ldmatrix), so a block moved about 100 KB per K step through L1 and
+// the K loop was bound by that pipe (bench/NOTES.md). wgmma reads both tiles straight from
+// shared memory, once per warpgroup: a block's two warpgroups either split the pixels
+// (BM = 128, each 64 x BN) or the output channels (BM = 64, each 64 x BN/2). The gathers,
+// the corner table and the blend are the mma.sync kernel's, and so is the K loop: while the
+// tensor cores multiply step i, the threads blend step i + 1 into the next A buffer.
+//
+// Shared-memory tiles are 128-byte rows (one K step of a pixel or an output channel) in
+// the 128-byte swizzle that wgmma's K-major descriptors describe: the 16-byte chunk j of
+// row r sits at chunk j ^ (r % 8), so eight lanes storing one row hit all 32 banks.
+#if defined(DCN_IGEMM_WGMMA)
+#define DCN_IGEMM_WGMMA_TILES(X) \
+  X(k64x64wg, 64, 64)            \
+  X(k128x64wg, 128, 64)          \
+  X(k64x128wg, 64, 128)          \
+  X(k128x128wg, 128, 128)        \
+  X(k64x256wg, 64, 256)
+#else
+#define DCN_IGEMM_WGMMA_TILES(X)
+#endif
+
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define DCN_IGEMM_WGMMA_DEVICE 1
+#endif
+
+constexpr int kSwizzleRow = 128;  // bytes of one swizzled row (= kChunkBytes)
+
+__device__ __forceinline__ int swizzled(int row, int chunk16) {
+  return row * kSwizzleRow + ((chunk16 ^ (row & 7)) << 4);
+}
+
+// K-major operand descriptor, 128-byte swizzle: start address, stride between 8-row groups
+// (1024 bytes), layout type 1; the leading offset is unused for this layout.
+__device__ __forceinline__ uint64_t wgmma_descriptor(const void* smem) {
+  const uint32_t a = (uint32_t)__cvta_generic_to_shared(smem);
+  return (uint64_t)((a & 0x3FFFF) >> 4) | ((uint64_t)(1024 >> 4) << 32) | ((uint64_t)1 << 62);
+}
+
+template <typename T, int N>
+struct Wgmma;  // D[64 x N] += A[64 x 16] * B[16 x N], both operands K-major in shared memory
+
+#define DCN_WGMMA_ACC8(i) "+f"(d[i + 0]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), \
+                          "+f"(d[i + 4]), "+f"(d[i + 5]), "+f"(d[i + 6]), "+f"(d[i + 7])
+// Operands: the accumulators (%0 .. %ACC-1), then the A and B descriptors and the scale-d
+// flag (1: D += A * B).
+#define DCN_WGMMA_DEFINE(TYPE, PTX_TYPE, N, REGS, A, B, SCALE, ...)                                  \
+  template <>                                                                                       \
+  struct Wgmma<TYPE, N> {                                                                           \
+    static __device__ __forceinline__ void run(float* d, uint64_t a, uint64_t b) {                 \
+      asm volatile("{\n.reg .pred accumulate;\nsetp.ne.b32 accumulate, %" SCALE ", 0;\n"           \
+                   "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." PTX_TYPE "." PTX_TYPE " " REGS \
+                   ", %" A ", %" B ", accumulate, 1, 1, 0, 0;\n}\n"                                 \
+                   : __VA_ARGS__                                                                    \
+                   : "l"(a), "l"(b), "r"(1));                                                      \
+    }                                                                                               \
+  };
+#define DCN_WGMMA_REGS16 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}"
+#define DCN_WGMMA_REGS32                                                                          \
+  "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24," \
+  "%25,%26,%27,%28,%29,%30,%31}"
+#define DCN_WGMMA_REGS64                                                                          \
+  "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24," \
+  "%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47," \
+  "%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}"
+#define DCN_WGMMA_ALL(TYPE, PTX_TYPE)                                                                    \
+  DCN_WGMMA_DEFINE(TYPE, PTX_TYPE, 32, DCN_WGMMA_REGS16, "16", "17", "18", DCN_WGMMA_ACC8(0),        \
+                   DCN_WGMMA_ACC8(8))                                                                   \
+  DCN_WGMMA_DEFINE(TYPE, PTX_TYPE, 64, DCN_WGMMA_REGS32, "32", "33", "34", DCN_WGMMA_ACC8(0),        \
+                   DCN_WGMMA_ACC8(8), DCN_WGMMA_ACC8(16), DCN_WGMMA_ACC8(24))                          \
+  DCN_WGMMA_DEFINE(TYPE, PTX_TYPE, 128, DCN_WGMMA_REGS64, "64", "65", "66", DCN_WGMMA_ACC8(0),       \
+                   DCN_WGMMA_ACC8(8),                                                                   \
+                   DCN_WGMMA_ACC8(16), DCN_WGMMA_ACC8(24), DCN_WGMMA_ACC8(32), DCN_WGMMA_ACC8(40),     \
+                   DCN_WGMMA_ACC8(48), DCN_WGMMA_ACC8(56))
+#if defined(DCN_IGEMM_WGMMA_DEVICE)
+DCN_WGMMA_ALL(__half, "f16")
+DCN_WGMMA_ALL(__nv_bfloat16, "bf16")
+#endif
+
+template <typename T, int BM, int BN>
+struct WgmmaShape {
+  static_assert(sizeof(T) == 2, "wgmma path: fp16 / bf16");
+  static constexpr int kThreads = 256;                // two warpgroups
+  static constexpr int kGroupsM = BM / 64;            // warpgroups along the pixels (1 or 2)
+  static constexpr int kGroupN = BN * kGroupsM / 2;   // output channels of one warpgroup
+  static constexpr int kAcc = kGroupN / 2;            // fp32 accumulators per thread
+  static constexpr int kChunk = Traits<T>::kChunk;    // 64 channels per K step
+  static constexpr int kPixelsPerPass = kThreads / kLanesPerPixel;
+  static constexpr int PPT = BM / kPixelsPerPass;
+  static constexpr int BPT = BN * kLanesPerPixel / kThreads;
+  static constexpr int kDepth = PPT <= 2 ? 2 : 1;
+  static constexpr int kSmemA = (kDepth + 1) * BM * kSwizzleRow;
+  static constexpr int kSmemB = (kDepth + 1) * BN * kSwizzleRow;
+  static constexpr int kSmemTable = kTableTaps * BM * kTableEntryBytes;
+  static constexpr int kAlignSlack = 1024;  // the swizzle repeats every 1024 bytes: tiles start on one
+  static constexpr int kSmem = kSmemA + kSmemB + kSmemTable + kAlignSlack;
+  static_assert(BM == 64 || BM == 128, "tile");
+  static_assert(kGroupN == 32 || kGroupN == 64 || kGroupN == 128, "wgmma N");
+  static_assert(BN * (BM + 8) * 2 <= kSmemA + kSmemB && BM * (BN + 8) * 2 <= kSmemA + kSmemB,
+                "epilogue staging fits");
+};
+
+template <typename T, int BM, int BN>
+struct WgmmaStage {
+  using K = WgmmaShape<T, BM, BN>;
+  const GemmParams<T>& p;
+  char* smem_a;  // [kDepth + 1][BM rows of 128 bytes], swizzled
+  char* smem_b;  // [kDepth + 1][BN rows of 128 bytes], swizzled
+  CornerTable table;
+  int q_lo;
+  int lane8, pixel0;
+  int group_m, group_n;  // this warpgroup's pixel and output-channel block
+  size_t k_total;
+  static constexpr int kDepth = K::kDepth;
+  uint4 vals[K::kDepth][K::PPT][4];
+  float acc[K::kAcc];
+  const T* b_src;
+  int b_row;  // this thread's first B row (output channel) within the tile
+
+  template <int R>
+  __device__ __forceinline__ void load(int kpos, int q, int chunk, int buf) {
+    gather_pixels<T, K::PPT, K::kPixelsPerPass>(table.where + 2 * ((q - q_lo) * BM + pixel0),
+                                                 chunk * K::kChunk + lane8 * Traits<T>::kVec, vals[R]);
+    const T* src = b_src + (size_t)kpos * K::kChunk;
+    char* dst = smem_b + buf * BN * kSwizzleRow;
+#pragma unroll
+    for (int j = 0; j < K::BPT; ++j)
+      cp_async16(dst + swizzled(b_row + j * K::kPixelsPerPass, lane8), src + j * K::kPixelsPerPass * k_total);
+    cp_async_commit();
   }
-  const int pl = tid % BM;
-  int n_img, pix, ho, wo;
-  if (locate_pixel(p, tile_m_idx, pl, BM, n_img, pix, ho, wo)) {
-    T* out = p.output + (size_t)n_img * s.cout * plane + pix;
-    for (int col = tid / BM; col < BN; col += THREADS / BM) {
-      if (n0 + col < s.cout) out[(size_t)(n0 + col) * plane] = smem_c[col * (BM + 8) + pl];
+  template <int R>
+  __device__ __forceinline__ void store(int buf, int q) {
+#pragma unroll
+    for (int j = 0; j < K::PPT; ++j) {
+      const int pl = pixel0 + j * K::kPixelsPerPass;
+      const uint4 packed = blend_vector<T>(vals[R][j], table.weights[(q - q_lo) * BM + pl]);
+      *reinterpret_cast<uint4*>(smem_a + buf * BM * kSwizzleRow + swizzled(pl, lane8)) = packed;
     }
   }
+  __device__ __forceinline__ void compute(int buf) {
+#if defined(DCN_IGEMM_WGMMA_DEVICE)
+    const char* a = smem_a + (buf * BM + group_m * 64) * kSwizzleRow;
+    const char* b = smem_b + (buf * BN + group_n * K::kGroupN) * kSwizzleRow;
+#pragma unroll
+    for (int i = 0; i < K::kAcc; ++i) asm volatile("" : "+f"(acc[i])::"memory");
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#pragma unroll
+    for (int kk = 0; kk < K::kChunk / 16; ++kk)  // 32 bytes of each row per k16 step
+      Wgmma<T, K::kGroupN>::run(acc, wgmma_descriptor(a + kk * 32), wgmma_descriptor(b + kk * 32));
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+#endif
+  }
+  __device__ __forceinline__ void retire() {
+#if defined(DCN_IGEMM_WGMMA_DEVICE)
+    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+#pragma unroll
+    for (int i = 0; i < K::kAcc; ++i) asm volatile("" : "+f"(acc[i])::"memory");
+#endif
+  }
+  __device__ __forceinline__ void publish() {
+#if defined(DCN_IGEMM_WGMMA_DEVICE)
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+  }
+};
+
+template <int BM, int BN>
+struct WgmmaMinBlocks {
+  static constexpr int value = BM * BN >= 128 * 128 ? 1 : 2;
+};
+
+template <typename T, int BM, int BN>
+__global__ void __launch_bounds__(256, WgmmaMinBlocks<BM, BN>::value) igemm_wgmma_kernel(GemmParams<T> p) {
+#if defined(DCN_IGEMM_WGMMA_DEVICE)
+  if (DCN_IGEMM_PROBE == 1) return;
+  using K = WgmmaShape<T, BM, BN>;
+  extern __shared__ uint4 smem_dyn[];
+  __shared__ int last_flag;
+  char* smem = reinterpret_cast<char*>(
+      (reinterpret_cast<uintptr_t>(smem_dyn) + K::kAlignSlack - 1) / K::kAlignSlack * K::kAlignSlack);
+  const Shape& s = p.s;
+  const int tid = threadIdx.x;
+  const int tile_m_idx = blockIdx.x % p.tiles_m, tile_n_idx = blockIdx.x / p.tiles_m;
+  const int split = blockIdx.y;
+  const int group = tid / 128;
+
+  WgmmaStage<T, BM, BN> st{p};
+  st.smem_a = smem;
+  st.smem_b = smem + K::kSmemA;
+  st.table.weights = reinterpret_cast<float4*>(smem + K::kSmemA + K::kSmemB);
+  st.table.where = reinterpret_cast<ulonglong2*>(smem + K::kSmemA + K::kSmemB + kTableTaps * BM * 16);
+  st.lane8 = tid % kLanesPerPixel;
+  st.pixel0 = tid / kLanesPerPixel;
+  st.group_m = K::kGroupsM == 2 ? group : 0;
+  st.group_n = K::kGroupsM == 2 ? 0 : group;
+  st.k_total = (size_t)s.k_steps * K::kChunk;
+  const int n0 = tile_n_idx * BN;
+  st.b_row = tid / kLanesPerPixel;
+  st.b_src = p.weight_packed + (size_t)(n0 + st.b_row) * st.k_total + st.lane8 * Traits<T>::kVec;
+#pragma unroll
+  for (int a = 0; a < K::kAcc; ++a) st.acc[a] = 0.f;
+
+  const int k_begin = (int)((long long)s.k_steps * split / p.split_k);
+  const int k_end = (int)((long long)s.k_steps * (split + 1) / p.split_k);
+  if (DCN_IGEMM_PROBE != 2) k_loop<T>(p, st, st.table, BM, tile_m_idx, k_begin, k_end);
+
+  wait_for_prepare();
+  if (p.split_k > 1) {
+    if (!split_k_reduce(st.acc, p.partials, p.counters, blockIdx.x, split, p.split_k, &last_flag)) return;
+  }
+  // Accumulator i of a thread: row 16 * warp + lane / 4 + 8 * ((i / 2) % 2) of the warpgroup's
+  // 64, column 8 * (i / 4) + 2 * (lane % 4) + i % 2 of its kGroupN (the m16n8 layout per 8 columns).
+  const int warp = (tid / 32) % 4, lane = tid % 32;
+  store_tile<T, BM, BN, 256>(p, smem, tile_m_idx, n0, [&](auto&& put) {
+#pragma unroll
+    for (int i = 0; i < K::kAcc; ++i)
+      put(st.group_m * 64 + warp * 16 + lane / 4 + 8 * ((i / 2) % 2),
+          st.group_n * K::kGroupN + 8 * (i / 4) + 2 * (lane % 4) + i % 2, st.acc[i]);
+  });
+#elif defined(__CUDA_ARCH__)
+  __trap();  // never launched: the host picks wgmma tiles only for sm_90a builds on sm_90
 #endif
 }
 
@@ -950,10 +1266,31 @@ inline int device_smem_per_sm() {
   return bytes > 0 ? bytes : 228 * 1024;
 }
 
+// Whether this build has the wgmma kernels for T (fp16 / bf16 compiled for sm_90a).
+template <typename T>
+constexpr bool wgmma_built() {
+#if defined(DCN_IGEMM_WGMMA)
+  return sizeof(T) == 2;
+#else
+  return false;
+#endif
+}
+
+// Whether the current device runs them: exactly compute capability 9.0 (sm_90a code runs
+// on nothing else).
+inline bool device_runs_wgmma() {
+  int dev = 0, major = 0, minor = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return false;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) return false;
+  if (cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess) return false;
+  return major == 9 && minor == 0;
+}
+
 template <typename T>
 inline bool valid_config(const Shape& s, const Config& c) {
   if (c.split_k < 1 || c.split_k > s.k_steps) return false;
-  return (int)c.tile >= 0 && (int)c.tile < kTileCount;
+  if ((int)c.tile < 0 || (int)c.tile >= kTileCount) return false;
+  return !is_wgmma_tile(c.tile) || wgmma_built<T>();
 }
 
 inline long long tile_count(const Shape& s, Tile t) {
@@ -977,6 +1314,15 @@ inline int tile_blocks_per_sm(Tile t, int smem_per_sm) {
     break;
     DCN_IGEMM_TILES(DCN_IGEMM_OCCUPANCY)
 #undef DCN_IGEMM_OCCUPANCY
+#define DCN_IGEMM_WGMMA_OCCUPANCY(NAME, BM, BN)         \
+  case Tile::NAME:                                      \
+    smem = WgmmaShape<__half, BM, BN>::kSmem;           \
+    bound = WgmmaMinBlocks<BM, BN>::value;              \
+    break;
+    DCN_IGEMM_WGMMA_TILES(DCN_IGEMM_WGMMA_OCCUPANCY)
+#undef DCN_IGEMM_WGMMA_OCCUPANCY
+    default:
+      break;
   }
   const int fit = smem_per_sm / (smem + 1024);
   return fit < 1 ? 1 : (fit < bound ? fit : bound);
@@ -984,35 +1330,44 @@ inline int tile_blocks_per_sm(Tile t, int smem_per_sm) {
 
 // Picks the block shape and the split of K from the layer's GEMM size (rules fitted to a
 // sweep of every block shape and split over the CenterNet layers on an H100, see
-// bench/NOTES.md). Tensor cores: 8-warp blocks, one or two per SM (tile_blocks_per_sm).
-// The sweep's times jump once a launch needs a second wave, so the rule fills one wave
-// (SMs x blocks per SM) as fully as it can, with the fewest K slices (at most 4) among the fullest candidates (each slice adds
-// fp32 partials and a reduction); with 256 or more output channels a 64x128 tile wins
-// ties (it gathers each A tile once per 128 outputs, not per 64). Launches too big for one
-// wave take 128x64 tiles (64 output channels) or 64x64 / 64x128 ones.
+// bench/NOTES.md). 8-warp blocks, one or two per SM (tile_blocks_per_sm). The sweep's
+// times jump once a launch needs a second wave, so the rule fills one wave (SMs x blocks
+// per SM) as fully as it can; among the candidates within 90 % of the fullest it prefers,
+// in order: a 64x128 tile for 256 or more output channels (it gathers each A tile once per
+// 128 outputs, not per 64), the fewest K slices (at most 4; each slice adds fp32 partials
+// and a reduction, and the split, chosen for one image, is kept for every batch size: more
+// slices won at batch 1 cost more at batch 8), then a wgmma tile (same work, about 10 %
+// faster than its mma.sync twin). Launches too big for one wave take 128x64 tiles (64
+// output channels) or 64x64 / 64x128 ones.
 //
 // The split is chosen for one image whatever the batch: it fixes the order in which each
 // output's fp32 sum is formed, so a batch gives the same bits as each of its images alone.
-// The block shape does not change that order, so it is chosen for the whole batch.
+// The block shape does not change that order, nor does the MMA instruction: wgmma and
+// mma.sync tiles with the same split give identical bits (checked on an H100 for fp16 and
+// bf16, bench/NOTES.md), so the block shape is chosen for the whole batch.
 template <typename T>
-inline Config choose_config(const Shape& shape, int sms, int smem_per_sm) {
+inline Config choose_config(const Shape& shape, int sms, int smem_per_sm, bool wgmma) {
   constexpr int kMinSteps = 3, kMaxSplit = 4;
   const long long max_split = shape.k_steps / kMinSteps > 1 ? shape.k_steps / kMinSteps : 1;
   Shape image = shape;
   image.batch = 1;
   image.m_total = (long long)shape.out_h * shape.out_w;
   const bool wide = shape.cout >= 256;
-  const Tile tiles[] = {Tile::k32x64w8, Tile::k64x64w8, Tile::k128x64w8, Tile::k64x128w8};
-  // The fullest one-wave candidate for shape s, K splits limited to [lo, hi]; split_k 0
-  // when even the smallest launch needs more than one wave.
-  auto fill_wave = [&](const Shape& s, long long lo, long long hi) {
+  const bool use_wgmma = wgmma && wgmma_built<T>();
+  constexpr Tile kMma[] = {Tile::k32x64w8, Tile::k64x64w8, Tile::k128x64w8, Tile::k64x128w8};
+  constexpr Tile kWgmma[] = {Tile::k32x64w8, Tile::k64x64wg, Tile::k128x64wg, Tile::k64x128wg};
+  // The fullest one-wave candidate for shape s among `tiles`, K splits limited to [lo, hi];
+  // split_k 0 when even the smallest launch needs more than one wave.
+  auto fill_wave = [&](const Shape& s, const Tile* tiles, long long lo, long long hi) {
     Config best{Tile::k32x64w8, 0};
     long long best_fill = 0;  // blocks per 1000 block slots of one wave
-    bool best_wide = false;
+    bool best_wide = false, best_wg = false;
     // Two passes: the fullest wave first, then the preferred candidate within 90 % of it.
     for (int pass = 0; pass < 2; ++pass) {
-      for (Tile tile : tiles) {
-        const bool is_wide = tile == Tile::k64x128w8;
+      for (int i = 0; i < 4; ++i) {
+        const Tile tile = tiles[i];
+        const bool is_wg = is_wgmma_tile(tile);
+        const bool is_wide = tile == Tile::k64x128w8 || tile == Tile::k64x128wg;
         if (is_wide && !wide) continue;
         const long long t = tile_count(s, tile);
         const long long wave = (long long)sms * tile_blocks_per_sm<T>(tile, smem_per_sm);
@@ -1025,11 +1380,12 @@ inline Config choose_config(const Shape& shape, int sms, int smem_per_sm) {
             continue;
           }
           if (fill * 10 < best_fill * 9) continue;
-          const bool better = best.split_k == 0 || (is_wide && !best_wide) ||
-                              (is_wide == best_wide && split < best.split_k);
+          bool better = best.split_k == 0 || (is_wide && !best_wide);
+          if (!better && is_wide == best_wide) better = split < best.split_k || (split == best.split_k && is_wg && !best_wg);
           if (better) {
             best = Config{tile, (int)split};
             best_wide = is_wide;
+            best_wg = is_wg;
           }
           break;  // more slices of this tile only add partials
         }
@@ -1037,21 +1393,25 @@ inline Config choose_config(const Shape& shape, int sms, int smem_per_sm) {
     }
     return best;
   };
+  const Tile* tiles = use_wgmma ? kWgmma : kMma;
   const long long cap = max_split < kMaxSplit ? max_split : kMaxSplit;
-  const Config per_image = fill_wave(image, 1, cap);
+  const Config per_image = fill_wave(image, tiles, 1, cap);
   const int split = per_image.split_k > 0 ? per_image.split_k : 1;
   if (shape.batch == 1 && per_image.split_k > 0) return per_image;
-  const Config batch = fill_wave(shape, split, split);
+  const Config batch = fill_wave(shape, tiles, split, split);
   if (batch.split_k > 0) return batch;
-  // More than one wave.
-  if (shape.cout <= 64) return Config{Tile::k128x64w8, split};
-  return Config{wide ? Tile::k64x128w8 : Tile::k64x64w8, split};
+  // More than one wave: 128x64 tiles for 64 output channels, and with wgmma for 128 too (a
+  // batch-8 fp16 sweep: 128x64wg beat 64x64wg on three of the four 128-output layers; fp32's
+  // 128x64 tile holds one block per SM and loses there), 64x128 for wide layers.
+  if (shape.cout <= (use_wgmma ? 128 : 64)) return Config{use_wgmma ? Tile::k128x64wg : Tile::k128x64w8, split};
+  if (wide) return Config{use_wgmma ? Tile::k64x128wg : Tile::k64x128w8, split};
+  return Config{use_wgmma ? Tile::k64x64wg : Tile::k64x64w8, split};
 }
 
 // The configuration launch_igemm_forward uses on the current device.
 template <typename T>
 inline Config auto_config(const Shape& s) {
-  return choose_config<T>(s, device_sm_count(), device_smem_per_sm());
+  return choose_config<T>(s, device_sm_count(), device_smem_per_sm(), device_runs_wgmma());
 }
 
 template <typename T>
@@ -1181,8 +1541,21 @@ inline cudaError_t launch_with(const ForwardArgs<T>& args, void* workspace, cuda
   case Tile::NAME:                                                                               \
     return launch_dynamic<T>(igemm_mma_kernel<T, BM, BN, WARPS_M, THREADS>, grid, THREADS,       \
                              MmaShape<T, BM, BN, WARPS_M, THREADS>::kSmem, stream, gp, prepare);
-    switch (config.tile) { DCN_IGEMM_TILES(DCN_IGEMM_TILE) }
+#define DCN_IGEMM_WGMMA_TILE(NAME, BM, BN)                                                        \
+  case Tile::NAME:                                                                               \
+    if constexpr (wgmma_built<T>()) {                                                            \
+      return launch_dynamic<T>(igemm_wgmma_kernel<T, BM, BN>, grid, 256, WgmmaShape<T, BM, BN>::kSmem, \
+                               stream, gp, prepare);                                             \
+    }                                                                                            \
+    return cudaErrorInvalidValue;
+    switch (config.tile) {
+      DCN_IGEMM_TILES(DCN_IGEMM_TILE)
+      DCN_IGEMM_WGMMA_TILES(DCN_IGEMM_WGMMA_TILE)
+      default:
+        break;
+    }
 #undef DCN_IGEMM_TILE
+#undef DCN_IGEMM_WGMMA_TILE
   }
   return cudaErrorInvalidValue;
 }
