@@ -25,8 +25,8 @@ def build():
     from torch.utils.cpp_extension import load
     t = time.time()
     ext = load(name="igemm_dev_ext", sources=[str(ROOT / "bench/igemm_dev_ext.cu")],
-               extra_cuda_cflags=["-O3", "-std=c++17", "-gencode=arch=compute_90,code=sm_90",
-                                  "-Xptxas=-v"], verbose=False)
+               extra_cuda_cflags=["-O3", "-std=c++17", "-gencode=arch=compute_90a,code=sm_90a",
+                                  "-DDCN_IGEMM_WGMMA", "-Xptxas=-v"], verbose=False)
     print(f"built in {time.time() - t:.0f}s", flush=True)
     return ext
 
@@ -52,7 +52,9 @@ gpu_us = gpu_time_us
 
 DT = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 TILES = {0: "32x64", 1: "64x64", 2: "64x128", 3: "32x128", 4: "32x64w8", 5: "64x64w8", 6: "64x128w8",
-         7: "128x64w8", 8: "128x128w8"}
+         7: "128x64w8", 8: "128x128w8", 9: "64x64wg", 10: "128x64wg", 11: "64x128wg", 12: "128x128wg",
+         13: "64x256wg"}
+WGMMA_TILES = {9, 10, 11, 12, 13}
 PHASES = os.environ.get("DEV_PHASES", "acc,prof,sweep").split(",")
 
 
@@ -67,6 +69,7 @@ def main():
         (1, 128, 32, 9, 11, 3, 1, 2, 2),
         (2, 33, 17, 8, 8, 1, 1, 0, 1),
         (1, 512, 256, 16, 16, 3, 1, 1, 1),
+        (2, 128, 48, 12, 13, 5, 1, 2, 2),   # 25 taps: the corner table is refilled per window of taps
     ]
     worst = {}
     for dname, dtype in (DT.items() if "acc" in PHASES else []):
@@ -74,22 +77,30 @@ def main():
             n, cin, cout, h, w, k, st, pd, dg = case
             x, off, mask, wt, b = make_inputs(n, cin, cout, h, w, dtype, k, st, pd, dg, seed=len(results["accuracy"]))
             ref = reference(x, off, mask, wt, b, st, pd, 1, 1, dg)
-            tiles = list(TILES)
+            tiles = [t for t in TILES if dname != "fp32" or t not in WGMMA_TILES]
             ksteps = ext.auto_config(x, off, wt, st, pd, 1, dg)[2]
-            for tile in [-1] + tiles:
-                for split in ([1, 2] if tile >= 0 else [0]):
-                    if split > ksteps:
-                        continue
-                    ws = torch.empty(ext.workspace_bytes(x, off, wt, st, pd, 1, dg, tile, split), dtype=torch.uint8, device="cuda")
-                    y = ext.forward(x, off, mask, wt, b, ws, st, pd, 1, dg, tile, split)
-                    y2 = ext.forward(x, off, mask, wt, b, ws, st, pd, 1, dg, tile, split)
-                    torch.cuda.synchronize()
-                    e = rel_l2(y, ref)
-                    rep = bool(torch.equal(y, y2))
-                    results["accuracy"].append(dict(dtype=dname, case=case, tile=tile, split=split, rel_l2=e, repeatable=rep))
-                    worst[dname] = max(worst.get(dname, 0), e if e == e else 1e9)
-                    if not rep or not (e < (1e-5 if dname == "fp32" else 2e-3)):
-                        print(f"BAD {dname} {case} tile={tile} split={split} err={e:.3g} repeat={rep}", flush=True)
+            chunk = 32 if dname == "fp32" else 64
+            layouts = ["nchw"] + (["channels_last"] if (cin // dg) % chunk == 0 else [])
+            for tile, split, layout in [(t, s_, lay) for t in [-1] + tiles for s_ in ([1, 2] if t >= 0 else [0])
+                                        for lay in layouts]:
+                if split > ksteps:
+                    continue
+                xin, packed, counters = x, None, None
+                if layout == "channels_last":  # read in place, weights kept packed, counters kept
+                    xin = x.contiguous(memory_format=torch.channels_last)
+                    packed = ext.pack_weights(x, off, wt, st, pd, 1, dg)
+                    counters = torch.zeros(1 << 16, dtype=torch.int32, device="cuda")
+                ws = torch.empty(ext.workspace_bytes(x, off, wt, st, pd, 1, dg, tile, split), dtype=torch.uint8, device="cuda")
+                y = ext.forward(xin, off, mask, wt, b, ws, st, pd, 1, dg, tile, split, packed, counters)
+                y2 = ext.forward(xin, off, mask, wt, b, ws, st, pd, 1, dg, tile, split, packed, counters)
+                torch.cuda.synchronize()
+                e = rel_l2(y, ref)
+                rep = bool(torch.equal(y, y2))
+                results["accuracy"].append(dict(dtype=dname, case=case, tile=tile, split=split, layout=layout,
+                                                rel_l2=e, repeatable=rep))
+                worst[dname] = max(worst.get(dname, 0), e if e == e else 1e9)
+                if not rep or not (e < (1e-5 if dname == "fp32" else 2e-3)):
+                    print(f"BAD {dname} {case} tile={tile} split={split} {layout} err={e:.3g} repeat={rep}", flush=True)
     print("worst rel L2:", worst, flush=True)
     # --- per-kernel split of a call (prepare vs GEMM)
     from torch.profiler import profile, ProfilerActivity
@@ -97,11 +108,11 @@ def main():
         x, off, mask, wt, b = make_inputs(1, cin, cout, h, w, torch.float16)
         ws = torch.empty(ext.workspace_bytes(x, off, wt, 1, 1, 1, 1, -1, 0), dtype=torch.uint8, device="cuda")
         for _ in range(3):
-            ext.forward(x, off, mask, wt, b, ws, 1, 1, 1, 1, -1, 0)
+            ext.forward(x, off, mask, wt, b, ws, 1, 1, 1, 1, -1, 0, None, None)
         torch.cuda.synchronize()
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
             for _ in range(10):
-                ext.forward(x, off, mask, wt, b, ws, 1, 1, 1, 1, -1, 0)
+                ext.forward(x, off, mask, wt, b, ws, 1, 1, 1, 1, -1, 0, None, None)
             torch.cuda.synchronize()
         for evt in prof.key_averages():
             t = getattr(evt, "device_time", None) or getattr(evt, "cuda_time", 0)
@@ -121,20 +132,27 @@ def main():
         for (cin, cout, h, w, batch) in shapes:
             x, off, mask, wt, b = make_inputs(batch, cin, cout, h, w, dtype)
             tv = gpu_us(lambda: torchvision.ops.deform_conv2d(x, off, wt, b, padding=1, mask=mask))
+            packed = counters = None
+            if os.environ.get("DEV_CL") == "1":  # as dcn_ext runs: channels-last, weights kept packed
+                x = x.contiguous(memory_format=torch.channels_last)
+                packed = ext.pack_weights(x, off, wt, 1, 1, 1, 1)
+                counters = torch.zeros(1 << 16, dtype=torch.int32, device="cuda")
             tile_a, split_a, ksteps = ext.auto_config(x, off, wt, 1, 1, 1, 1)
             row = dict(dtype=dname, cin=cin, cout=cout, h=h, w=w, batch=batch, torchvision_us=tv,
                        auto=(tile_a, split_a), configs={})
             tiles = [int(t) for t in os.environ.get("DEV_TILES", ",".join(map(str, TILES))).split(",")]
             for tile in tiles:
+                if dname == "fp32" and tile in WGMMA_TILES:
+                    continue
                 for split in [1, 2, 3, 4, 6, 8, 12, 16]:
                     if split > ksteps // 2 and split > 1:
                         continue
                     ws = torch.empty(ext.workspace_bytes(x, off, wt, 1, 1, 1, 1, tile, split), dtype=torch.uint8, device="cuda")
-                    t = gpu_us(lambda: ext.forward(x, off, mask, wt, b, ws, 1, 1, 1, 1, tile, split))
+                    t = gpu_us(lambda: ext.forward(x, off, mask, wt, b, ws, 1, 1, 1, 1, tile, split, packed, counters))
                     row["configs"][f"{TILES[tile]}/s{split}"] = t
             best = min(row["configs"], key=row["configs"].get)
             ws = torch.empty(ext.workspace_bytes(x, off, wt, 1, 1, 1, 1, -1, 0), dtype=torch.uint8, device="cuda")
-            row["auto_us"] = gpu_us(lambda: ext.forward(x, off, mask, wt, b, ws, 1, 1, 1, 1, -1, 0))
+            row["auto_us"] = gpu_us(lambda: ext.forward(x, off, mask, wt, b, ws, 1, 1, 1, 1, -1, 0, packed, counters))
             row["best"] = best
             results["sweep"].append(row)
             hw, count = shapes[(cin, cout, h, w, batch)]
