@@ -60,7 +60,9 @@ def arch_list() -> str:
     chosen = os.environ.get("TORCH_CUDA_ARCH_LIST", "").strip()
     if not chosen and torch.cuda.is_available():
         major, minor = torch.cuda.get_device_capability()
-        chosen = f"{major}.{minor}" + ("a" if (major, minor) == (9, 0) else "")
+        # sm_90a needs CUDA 12 (torch's CUDA stands for the toolkit it builds with).
+        cuda12 = int((torch.version.cuda or "0").split(".")[0]) >= 12
+        chosen = f"{major}.{minor}" + ("a" if (major, minor) == (9, 0) and cuda12 else "")
         os.environ["TORCH_CUDA_ARCH_LIST"] = chosen
     return chosen
 

@@ -164,8 +164,10 @@ def build(tree: Union[str, Path], *, cuda: str = "auto", cuda_arch: Optional[str
 
             if torch.cuda.is_available():
                 major, minor = torch.cuda.get_device_capability()
-                # 9.0 -> 9.0a: the target with Hopper's wgmma, which the fast kernels use.
-                arch_list = f"{major}.{minor}" + ("a" if (major, minor) == (9, 0) else "")
+                # 9.0 -> 9.0a: the target with Hopper's wgmma, which the fast kernels use
+                # (CUDA 12 or newer; torch's CUDA stands for the toolkit it builds with).
+                cuda12 = int((torch.version.cuda or "0").split(".")[0]) >= 12
+                arch_list = f"{major}.{minor}" + ("a" if (major, minor) == (9, 0) and cuda12 else "")
                 env["TORCH_CUDA_ARCH_LIST"] = arch_list
             else:
                 sink.warn("no GPU visible and no --cuda-arch: compiling the CUDA kernels for "

@@ -221,13 +221,18 @@ def check_torch() -> List[Finding]:
     return findings
 
 
+def nvcc_release(nvcc: Optional[Path]) -> Optional[str]:
+    """The CUDA release nvcc reports ("13.0"), "unknown version", or None when it does not run."""
+    output = _run_output([str(nvcc), "--version"]) if nvcc else None
+    if output is None:
+        return None
+    match = re.search(r"release ([\d.]+)", output)
+    return match.group(1) if match else "unknown version"
+
+
 def check_nvcc() -> Finding:
     nvcc = find_nvcc()
-    output = _run_output([str(nvcc), "--version"]) if nvcc else None
-    release = None
-    if output is not None:
-        match = re.search(r"release ([\d.]+)", output)
-        release = match.group(1) if match else "unknown version"
+    release = nvcc_release(nvcc)
     return Finding("nvcc", OK if release else MISSING,
                    f"CUDA {release} ({nvcc})" if release else "not found (CUDA_HOME, PATH, "
                    "/usr/local/cuda)",

@@ -93,6 +93,19 @@ def detect_cuda_arch() -> Optional[str]:
     return "90a" if arch == "90" else arch  # Hopper: the sm_90a target has wgmma
 
 
+def plugin_cuda_arch(requested: Optional[str], detected: Optional[str], nvcc_release: Optional[str]) -> str:
+    """The CMake CUDA architectures for the plugin: the caller's as given; else the GPU's, or
+    DEFAULT_CUDA_ARCH without one, where 90a (Hopper with wgmma) falls back to 90 when nvcc
+    is older than CUDA 12, which has no sm_90a."""
+    if requested:
+        return requested
+    arch = detected or DEFAULT_CUDA_ARCH
+    major = (nvcc_release or "").split(".")[0]
+    if arch == "90a" and not (major.isdigit() and int(major) >= 12):
+        return "90"
+    return arch
+
+
 def find_plugin_library(start: Path) -> Optional[Path]:
     """The plugin library recorded in the nearest ``trt_plugin_build/`` at or above ``start``
     (a model exported into a tree finds that tree's plugin)."""
@@ -159,11 +172,13 @@ def build_plugin(tree_or_dest: Path, *, tensorrt_root: Optional[Union[str, Path]
                                      tip="install the CUDA toolkit or set CUDA_HOME")
     source = plugin_source_dir()
     dcn_dir = dcn_dir_for(Path(tree_or_dest))
-    arch = cuda_arch or detect_cuda_arch()
-    if arch is None:
-        arch = DEFAULT_CUDA_ARCH
-        sink.warn(f"no GPU found: building the TensorRT plugin for CUDA architecture {arch} "
-                  "(pass another with cuda_arch)")
+    from patcher.doctor import nvcc_release
+
+    detected = None if cuda_arch else detect_cuda_arch()
+    if cuda_arch is None and detected is None:
+        sink.warn(f"no GPU found: building the TensorRT plugin for CUDA architecture "
+                  f"{DEFAULT_CUDA_ARCH} (pass another with cuda_arch)")
+    arch = plugin_cuda_arch(cuda_arch, detected, nvcc_release(nvcc))
     build_dir = Path(tree_or_dest) / BUILD_DIRNAME
     build_dir.mkdir(parents=True, exist_ok=True)
     log_path = build_dir / LOG_NAME

@@ -9,7 +9,8 @@ import pytest
 from patcher import cli
 from patcher.errors import EXIT_MISSING_DEPENDENCY, MissingDependencyError, UsageError
 from patcher.tensorrt import detect, summarize
-from patcher.trt_build import BUILD_DIRNAME, HEADERS_MISSING, RECORD_NAME, build_plugin, find_plugin_library
+from patcher.trt_build import (BUILD_DIRNAME, HEADERS_MISSING, RECORD_NAME, build_plugin, find_plugin_library,
+                                plugin_cuda_arch)
 
 without_tensorrt = pytest.mark.skipif(detect() is not None,
                                       reason="TensorRT is installed here: the absent case cannot be shown")
@@ -101,3 +102,15 @@ def test_default_plugin_library_follows_the_tree_named_in_the_model(tmp_path, mo
     named = elsewhere / "named.onnx"
     onnx.save(model, str(named))
     assert default_plugin_library(named) == library
+
+
+@pytest.mark.parametrize("requested, detected, release, expected", [
+    ("86;90", "90a", "13.0", "86;90"),   # the caller's list as given
+    (None, "90a", "13.0", "90a"),        # an H100 with CUDA 13: wgmma
+    (None, "90a", "11.8", "90"),         # no sm_90a before CUDA 12
+    (None, "90a", None, "90"),           # nvcc's version unknown: the safe target
+    (None, "86", "11.8", "86"),
+    (None, None, "12.4", "90a"),         # no GPU: the default, Hopper
+])
+def test_plugin_cuda_arch(requested, detected, release, expected):
+    assert plugin_cuda_arch(requested, detected, release) == expected
