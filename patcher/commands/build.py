@@ -29,8 +29,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="CUDA kernels: auto (when torch and nvcc have CUDA), on (fail "
                              "without), off (CPU only); default auto")
     parser.add_argument("--cuda-arch", metavar="ARCH", default=None,
-                        help="compute capabilities to compile for, e.g. 9.0 or '8.6;9.0' "
-                             "(default: TORCH_CUDA_ARCH_LIST, else the visible GPU's)")
+                        help="compute capabilities to compile for, e.g. 9.0a or '8.6;9.0a' "
+                             "(9.0a: Hopper with the wgmma kernels; default: "
+                             "TORCH_CUDA_ARCH_LIST, else the visible GPU's, 9.0a for an H100)")
     parser.add_argument("--tensorrt-root", metavar="DIR", type=Path, default=None,
                         help="TensorRT install or source tree with include/ (default: "
                              "TENSORRT_ROOT and the usual places)")
