@@ -1105,6 +1105,12 @@ struct Wgmma;  // D[64 x N] += A[64 x 16] * B[16 x N], both operands K-major in 
 DCN_WGMMA_ALL(__half, "f16")
 DCN_WGMMA_ALL(__nv_bfloat16, "bf16")
 #endif
+#undef DCN_WGMMA_ALL
+#undef DCN_WGMMA_DEFINE
+#undef DCN_WGMMA_ACC8
+#undef DCN_WGMMA_REGS16
+#undef DCN_WGMMA_REGS32
+#undef DCN_WGMMA_REGS64
 
 template <typename T, int BM, int BN>
 struct WgmmaShape {
