@@ -262,6 +262,12 @@ __device__ __forceinline__ float tf32_round(float x) {
 }
 template <typename T>
 __device__ __forceinline__ T tf32_round(T x) { return x; }
+// An fp32 value (as its bits) split into TF32 big + small parts (3xTF32).
+__device__ __forceinline__ void split_tf32(uint32_t bits, uint32_t& big, uint32_t& small) {
+  const float v = __uint_as_float(bits), b = tf32_round(v);
+  big = __float_as_uint(b);
+  small = __float_as_uint(tf32_round(v - b));
+}
 
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
   const uint32_t a = (uint32_t)__cvta_generic_to_shared(smem);
@@ -433,43 +439,74 @@ __device__ __forceinline__ bool locate_pixel(const GemmParams<T>& p, int tile, i
 // NaN coordinate) and the addresses of the four corners in the NHWC input (image and group
 // included); a corner outside the image points at g_zero_pixel.
 struct CornerTable {
-  float4* weights;      // [kTableTaps][BM]
+  float4* weights;      // [kTableTaps][BM], as table_weights<T> encodes them
   ulonglong2* where;    // [kTableTaps][BM][2]: corners (0, 1) and (2, 3)
 };
 constexpr int kTableEntryBytes = 48;
 
+// The bilinear weights of a table entry as the blend reads them: fp32 for bf16 and fp32;
+// for fp16 four (w, w) half2 pairs in the same 16 bytes, rounded once per (pixel, tap)
+// instead of in every K step that reads them (the packed blend's operands, same bits).
 template <typename T>
+__device__ __forceinline__ float4 table_weights(const float4& w) {
+  if constexpr (std::is_same<T, __half>::value) {
+    union {
+      __half2 h[4];
+      float4 f;
+    } u;
+    u.h[0] = __float2half2_rn(w.x);
+    u.h[1] = __float2half2_rn(w.y);
+    u.h[2] = __float2half2_rn(w.z);
+    u.h[3] = __float2half2_rn(w.w);
+    return u.f;
+  } else {
+    return w;
+  }
+}
+
+template <typename T, int STRIDE>
 __device__ __forceinline__ void fill_corner_table(const GemmParams<T>& p, CornerTable t, int bm,
                                                   int tile, int q_lo, int nq) {
-  // Each thread keeps one pixel (blockDim.x is a multiple of bm) and walks (group, tap)
-  // pairs blockDim.x / bm apart: the pixel's position and its offset/mask addresses are
-  // computed once, and the pair indices advance without divisions.
+  // Each thread keeps one pixel (blockDim.x = STRIDE * bm) and walks (group, tap) pairs
+  // STRIDE apart: the pixel's position and its offset/mask addresses are computed once,
+  // and the pair indices advance without divisions. All of a thread's offset and mask
+  // loads are issued before the first is used (one round trip to memory, not one per pair).
+  constexpr int kIter = (kTableTaps + STRIDE - 1) / STRIDE;
   const Shape& s = p.s;
   const int plane = s.out_h * s.out_w;
-  const int pl = (int)threadIdx.x % bm, stride = (int)blockDim.x / bm;
-  int qi = (int)threadIdx.x / bm;
-  if (qi >= nq) return;
+  const int pl = (int)threadIdx.x % bm;
+  const int qi0 = (int)threadIdx.x / bm;
+  if (qi0 >= nq) return;
   const unsigned long long zero = reinterpret_cast<unsigned long long>(&g_zero_pixel[0]);
   int n_img, pix, ho, wo;
   const bool inside = locate_pixel(p, tile, pl, bm, n_img, pix, ho, wo);
   const int kernel_h = s.taps / s.kernel_w;
-  int q = q_lo + qi;
-  int g = s.dg == 1 ? 0 : q / s.taps;
-  int i = (q - g * s.taps) / s.kernel_w, j = (q - g * s.taps) - i * s.kernel_w;
   const T* off = p.offset + ((size_t)n_img * 2 * s.dg * s.taps) * plane + pix;
   const T* msk = p.mask + ((size_t)n_img * s.dg * s.taps) * plane + pix;
+  float dy[kIter], dx[kIter], mk[kIter];
+#pragma unroll
+  for (int it = 0; it < kIter; ++it) {
+    const int q = q_lo + qi0 + it * STRIDE;
+    const bool live = inside && qi0 + it * STRIDE < nq;
+    dy[it] = live ? to_float(off[(size_t)(2 * q) * plane]) : 0.f;
+    dx[it] = live ? to_float(off[(size_t)(2 * q + 1) * plane]) : 0.f;
+    mk[it] = live ? to_float(msk[(size_t)q * plane]) : 0.f;
+  }
+  int q = q_lo + qi0;
+  int g = s.dg == 1 ? 0 : q / s.taps;
+  int i = (q - g * s.taps) / s.kernel_w, j = (q - g * s.taps) - i * s.kernel_w;
   const T* image = p.input_nhwc + (long long)n_img * s.height * s.width * s.c_pad;
   const int y_base = ho * s.stride_h - s.pad_h, x_base = wo * s.stride_w - s.pad_w;
   const long long right_step = s.c_pad, down_step = (long long)s.width * s.c_pad;
-  for (; qi < nq; qi += stride, q += stride) {
+#pragma unroll
+  for (int it = 0; it < kIter; ++it) {
+    const int qi = qi0 + it * STRIDE;
+    if (qi >= nq) break;
     float4 w = make_float4(0.f, 0.f, 0.f, 0.f);
     ulonglong2 where01 = make_ulonglong2(zero, zero), where23 = where01;
     if (inside) {
-      const float dy = to_float(off[(size_t)(2 * q) * plane]);
-      const float dx = to_float(off[(size_t)(2 * q + 1) * plane]);
-      const float mk = to_float(msk[(size_t)q * plane]);
-      const float y = (float)(y_base + i * s.dil_h) + dy;
-      const float x = (float)(x_base + j * s.dil_w) + dx;
+      const float y = (float)(y_base + i * s.dil_h) + dy[it];
+      const float x = (float)(x_base + j * s.dil_w) + dx[it];
       if (isnan(y) || isnan(x)) {
         const float nan = __int_as_float(0x7fc00000);
         w = make_float4(nan, nan, nan, nan);
@@ -477,7 +514,8 @@ __device__ __forceinline__ void fill_corner_table(const GemmParams<T>& p, Corner
         const float yf = floorf(y), xf = floorf(x);
         const int y0 = (int)yf, x0 = (int)xf;
         const float ly = y - yf, lx = x - xf, hy = 1.f - ly, hx = 1.f - lx;
-        w = make_float4(hy * hx * mk, hy * lx * mk, ly * hx * mk, ly * lx * mk);
+        const float m = mk[it];
+        w = make_float4(hy * hx * m, hy * lx * m, ly * hx * m, ly * lx * m);
         const bool top = y0 >= 0, bottom = y0 + 1 <= s.height - 1;
         const bool left = x0 >= 0, right = x0 + 1 <= s.width - 1;
         const T* corner = image + ((long long)y0 * s.width + x0) * s.c_pad + g * s.cpg_pad;
@@ -487,10 +525,10 @@ __device__ __forceinline__ void fill_corner_table(const GemmParams<T>& p, Corner
         if (bottom && right) where23.y = reinterpret_cast<unsigned long long>(corner + down_step + right_step);
       }
     }
-    t.weights[qi * bm + pl] = w;
+    t.weights[qi * bm + pl] = table_weights<T>(w);
     t.where[2 * (qi * bm + pl)] = where01;
     t.where[2 * (qi * bm + pl) + 1] = where23;
-    for (j += stride; j >= s.kernel_w;) {  // (g, i, j) of pair q + stride
+    for (j += STRIDE; j >= s.kernel_w;) {  // (g, i, j) of pair q + STRIDE
       j -= s.kernel_w;
       if (++i == kernel_h) {
         i = 0;
@@ -526,9 +564,14 @@ __device__ __forceinline__ void blend(const uint4 (&v)[4], const float4& w, floa
 // rounded to fp16 once; the blended value is rounded to fp16 for the MMA anyway, so the
 // packed blend adds a few fp16 roundings per sample, not the half-precision coordinate
 // error of torchvision's kernel (bench/NOTES.md: 2.2e-4 -> the measured figure there).
+// `w` holds the four weights as half2 pairs (table_weights<__half>).
 __device__ __forceinline__ uint4 blend_packed(const uint4 (&v)[4], const float4& w) {
-  const __half2 w0 = __float2half2_rn(w.x), w1 = __float2half2_rn(w.y);
-  const __half2 w2 = __float2half2_rn(w.z), w3 = __float2half2_rn(w.w);
+  union {
+    float4 f;
+    __half2 h[4];
+  } weights;
+  weights.f = w;  // one 16-byte load from the table
+  const __half2 w0 = weights.h[0], w1 = weights.h[1], w2 = weights.h[2], w3 = weights.h[3];
   const __half2* c0 = reinterpret_cast<const __half2*>(&v[0]);
   const __half2* c1 = reinterpret_cast<const __half2*>(&v[1]);
   const __half2* c2 = reinterpret_cast<const __half2*>(&v[2]);
@@ -650,7 +693,7 @@ __device__ __forceinline__ void k_loop(const GemmParams<T>& p, Stage& st, Corner
       hi = k_end < (q_lo + nq) * cpq ? k_end : (q_lo + nq) * cpq;
     }
     __syncthreads();  // the previous phase has finished reading the table and the tiles
-    fill_corner_table(p, table, bm, tile, q_lo, nq);
+    fill_corner_table<T, Stage::kTableStride>(p, table, bm, tile, q_lo, nq);
     wait_for_prepare();
     __syncthreads();
     if (DCN_IGEMM_PROBE == 3) {
@@ -753,6 +796,16 @@ __device__ __forceinline__ void mma1688_tf32(float (&d)[4], const uint32_t (&a)[
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
+// Blocks an SM should hold at once (caps registers so that the gathers of several blocks
+// are in flight together). fp32's 64x128 and 128x64 8-warp tiles fit once per SM anyway
+// (two B tiles of shared memory), so they get the registers of one block: no spills.
+template <typename T, int BM, int BN, int THREADS>
+struct MinBlocks {
+  static constexpr int value =
+      THREADS == 256 ? (BM * BN >= (sizeof(T) == 4 ? 64 * 128 : 128 * 128) ? 1 : 2)
+                     : (BN == 128 ? 2 : (BM == 64 ? 3 : 4));
+};
+
 template <typename T, int BM, int BN, int WARPS_M, int THREADS>
 struct MmaShape {
   static constexpr int kChunk = Traits<T>::kChunk;  // 64 channels (k) per step; 32 for fp32
@@ -769,9 +822,16 @@ struct MmaShape {
   static constexpr int PPT = BM / kPixelsPerPass;            // pixels gathered per thread
   static constexpr int BPT = BN * kLanesPerPixel / kThreads;  // weight vectors per thread
   static constexpr int kDepth = PPT <= 2 ? 2 : 1;  // steps of gathers in flight (registers allowing)
-  static constexpr int kSmemA = (kDepth + 1) * BM * kRow * (int)sizeof(T);
+  static constexpr int kSmemATile = (kDepth + 1) * BM * kRow * (int)sizeof(T);
   static constexpr int kSmemB = kBParts * (kDepth + 1) * BN * kRow * (int)sizeof(T);
   static constexpr int kSmemTable = kTableTaps * BM * kTableEntryBytes;
+  // fp32: split A into its TF32 big and small parts once, when the blend stores it (two A
+  // tiles), rather than in every warp that reads it (WARPS_N warps read each A row); only
+  // where the second tile still leaves room for MinBlocks blocks per SM on an H100.
+  static constexpr bool kSplitA =
+      Traits<T>::kTf32x3 && WARPS_N >= 2 &&
+      MinBlocks<T, BM, BN, THREADS>::value * (2 * kSmemATile + kSmemB + kSmemTable + 1024) <= 228 * 1024;
+  static constexpr int kSmemA = (kSplitA ? 2 : 1) * kSmemATile;
   static constexpr int kSmem = kSmemA + kSmemB + kSmemTable;
   static_assert(BN * (BM + 8) * (int)sizeof(T) <= kSmemA + kSmemB, "epilogue staging fits");
   static_assert(BM * (BN + 8) * (int)sizeof(T) <= kSmemA + kSmemB, "channels-last staging fits");
@@ -791,6 +851,7 @@ struct MmaStage {
   int warp_m, warp_n, lane, n0;
   size_t k_total;
   static constexpr int kDepth = K::kDepth;
+  static constexpr int kTableStride = THREADS / BM;  // (group, tap) pairs between a thread's table entries
   uint4 vals[K::kDepth][K::PPT][4];
   float acc[K::MT][K::NT][4];
 
@@ -817,7 +878,18 @@ struct MmaStage {
     for (int j = 0; j < K::PPT; ++j) {
       const int pl = pixel0 + j * K::kPixelsPerPass;
       const uint4 packed = blend_vector<T>(vals[R][j], table.weights[(q - q_lo) * BM + pl]);
-      *reinterpret_cast<uint4*>(smem_a + (buf * BM + pl) * K::kRow + lane8 * Traits<T>::kVec) = packed;
+      T* dst = smem_a + (buf * BM + pl) * K::kRow + lane8 * Traits<T>::kVec;
+      if constexpr (K::kSplitA) {
+        uint4 big, small;
+        split_tf32(packed.x, big.x, small.x);
+        split_tf32(packed.y, big.y, small.y);
+        split_tf32(packed.z, big.z, small.z);
+        split_tf32(packed.w, big.w, small.w);
+        *reinterpret_cast<uint4*>(dst) = big;
+        *reinterpret_cast<uint4*>(dst + (K::kDepth + 1) * BM * K::kRow) = small;
+      } else {
+        *reinterpret_cast<uint4*>(dst) = packed;
+      }
     }
   }
   __device__ __forceinline__ void retire() {}   // mma.sync has finished when compute returns
@@ -853,34 +925,43 @@ struct MmaStage {
         for (int nt = 0; nt < K::NT; ++nt) mma16816<T>(acc[mt][nt], af[mt], bf[nt]);
     }
   }
-  // fp32: m16n8k8 TF32 fragments loaded word by word (row g = lane / 4, column t = lane % 4
-  // and t + 4); A split into big and small parts here, B split when packed. The small
-  // products go first so that they are not lost against the big one.
+  // fp32: m16n8k8 TF32 fragments through ldmatrix. An 8x8 matrix of 16-bit elements is an
+  // 8x4 matrix of 32-bit words, and lane l receives word l % 4 of row l / 4: exactly the
+  // TF32 fragment's (row g, column t) element, so the lane addresses are the 16-bit ones
+  // with 16-byte columns of four words. A is split into big and small parts either when
+  // stored (kSplitA) or here; B was split when packed. The small products go first so
+  // that they are not lost against the big one.
   __device__ __forceinline__ void compute_tf32x3(const T* a_base, const T* b_base) {
-    const int g = lane / 4, t = lane % 4;
+    const T* a_small_base = a_base + (K::kDepth + 1) * BM * K::kRow;  // kSplitA only
     const T* b_small = b_base + (K::kDepth + 1) * BN * K::kRow;
 #pragma unroll
     for (int kk = 0; kk < K::kChunk; kk += 8) {
       uint32_t a_big[K::MT][4], a_small[K::MT][4], b_big[K::NT][2], b_sm[K::NT][2];
 #pragma unroll
       for (int mt = 0; mt < K::MT; ++mt) {
-        const T* a = a_base + (mt * 16 + g) * K::kRow + kk + t;
-        const float v[4] = {to_float(a[0]), to_float(a[8 * K::kRow]), to_float(a[4]), to_float(a[8 * K::kRow + 4])};
+        const int a_offset = (mt * 16 + lane % 16) * K::kRow + kk + (lane / 16) * 4;
+        ldmatrix_x4(a_big[mt], a_base + a_offset);
+        if constexpr (K::kSplitA) {
+          ldmatrix_x4(a_small[mt], a_small_base + a_offset);
+        } else {
 #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const float big = tf32_round(v[i]);
-          a_big[mt][i] = __float_as_uint(big);
-          a_small[mt][i] = __float_as_uint(tf32_round(v[i] - big));
+          for (int i = 0; i < 4; ++i) split_tf32(a_big[mt][i], a_big[mt][i], a_small[mt][i]);
         }
       }
 #pragma unroll
-      for (int nt = 0; nt < K::NT; ++nt) {
-        const T* b = b_base + (nt * 8 + g) * K::kRow + kk + t;
-        const T* bs = b_small + (nt * 8 + g) * K::kRow + kk + t;
-        b_big[nt][0] = __float_as_uint(to_float(b[0]));
-        b_big[nt][1] = __float_as_uint(to_float(b[4]));
-        b_sm[nt][0] = __float_as_uint(to_float(bs[0]));
-        b_sm[nt][1] = __float_as_uint(to_float(bs[4]));
+      for (int nt = 0; nt < K::NT; nt += 2) {
+        const int b_offset = (nt * 8 + lane % 8 + (lane / 16) * 8) * K::kRow + kk + ((lane / 8) % 2) * 4;
+        uint32_t r[4];
+        ldmatrix_x4(r, b_base + b_offset);
+        b_big[nt][0] = r[0];
+        b_big[nt][1] = r[1];
+        b_big[nt + 1][0] = r[2];
+        b_big[nt + 1][1] = r[3];
+        ldmatrix_x4(r, b_small + b_offset);
+        b_sm[nt][0] = r[0];
+        b_sm[nt][1] = r[1];
+        b_sm[nt + 1][0] = r[2];
+        b_sm[nt + 1][1] = r[3];
       }
 #pragma unroll
       for (int mt = 0; mt < K::MT; ++mt)
@@ -894,20 +975,33 @@ struct MmaStage {
   }
 };
 
+// The bias of output channel n0 + threadIdx.x (0 past the tile, the channels or without
+// bias). Loaded when the kernel starts, so that its latency hides behind the K loop.
+template <typename T, int BN>
+__device__ __forceinline__ float tile_bias(const GemmParams<T>& p, int n0) {
+  const int c = n0 + (int)threadIdx.x;
+  return p.bias != nullptr && (int)threadIdx.x < BN && c < p.s.cout ? to_float(p.bias[c]) : 0.f;
+}
+
 // Epilogue shared by the kernels: bias, cast, stage the BM x BN tile in shared memory
 // ([n][m] for NCHW output, [m][n] for channels-last), then store along pixels (NCHW) or
 // along each pixel's channels (channels-last). `fragments(put)` calls put(row, column,
-// value) for each of the thread's accumulators.
+// value) for each of the thread's accumulators; `bias` is tile_bias<T, BN>. Thread c puts
+// the bias of column c in shared memory: each accumulator then reads it there (a global
+// load per accumulator serialised about 30 cached loads in every warp's epilogue).
 template <typename T, int BM, int BN, int THREADS, typename Fragments>
 __device__ __forceinline__ void store_tile(const GemmParams<T>& p, char* smem, int tile_m_idx, int n0,
-                                           Fragments fragments) {
+                                           float bias, Fragments fragments) {
   static_assert(THREADS % BM == 0, "epilogue: one pixel per thread and pass");
+  static_assert(BN <= THREADS, "one bias per thread");
+  __shared__ float bias_tile[BN];
   const Shape& s = p.s;
   const int tid = threadIdx.x;
   T* smem_c = reinterpret_cast<T*>(smem);
+  if (tid < BN) bias_tile[tid] = bias;
   __syncthreads();
   fragments([&](int row, int col, float v) {
-    if (p.bias != nullptr && n0 + col < s.cout) v += to_float(p.bias[n0 + col]);
+    v += bias_tile[col];
     if (s.channels_last) smem_c[row * (BN + 8) + col] = from_float<T>(v);
     else smem_c[col * (BM + 8) + row] = from_float<T>(v);
   });
@@ -941,13 +1035,6 @@ __device__ __forceinline__ void store_tile(const GemmParams<T>& p, char* smem, i
   }
 }
 
-// Blocks an SM should hold at once (caps registers so that the gathers of several blocks
-// are in flight together).
-template <int BM, int BN, int THREADS>
-struct MinBlocks {
-  static constexpr int value = THREADS == 256 ? (BM * BN >= 128 * 128 ? 1 : 2) : (BN == 128 ? 2 : (BM == 64 ? 3 : 4));
-};
-
 // Every Tile with its kernel parameters (NAME, BM, BN, WARPS_M, THREADS), listed once for
 // the launcher and the occupancy estimate.
 #define DCN_IGEMM_TILES(X)          \
@@ -962,7 +1049,7 @@ struct MinBlocks {
   X(k128x128w8, 128, 128, 2, 256)
 
 template <typename T, int BM, int BN, int WARPS_M, int THREADS>
-__global__ void __launch_bounds__(THREADS, MinBlocks<BM, BN, THREADS>::value) igemm_mma_kernel(GemmParams<T> p) {
+__global__ void __launch_bounds__(THREADS, MinBlocks<T, BM, BN, THREADS>::value) igemm_mma_kernel(GemmParams<T> p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   if (DCN_IGEMM_PROBE == 1) return;
   using K = MmaShape<T, BM, BN, WARPS_M, THREADS>;
@@ -985,6 +1072,7 @@ __global__ void __launch_bounds__(THREADS, MinBlocks<BM, BN, THREADS>::value) ig
   st.warp_m = (tid / 32) % WARPS_M;
   st.warp_n = (tid / 32) / WARPS_M;
   st.n0 = tile_n_idx * BN;
+  const float bias = tile_bias<T, BN>(p, st.n0);
   st.k_total = (size_t)s.k_steps * K::kChunk;
   {
     const int row = tid / kLanesPerPixel, col = (tid % kLanesPerPixel) * Traits<T>::kVec;
@@ -1008,7 +1096,7 @@ __global__ void __launch_bounds__(THREADS, MinBlocks<BM, BN, THREADS>::value) ig
     if (!split_k_reduce(acc_flat, p.partials, p.counters, blockIdx.x, split, p.split_k, &last_flag)) return;
   }
 
-  store_tile<T, BM, BN, THREADS>(p, smem, tile_m_idx, st.n0, [&](auto&& put) {
+  store_tile<T, BM, BN, THREADS>(p, smem, tile_m_idx, st.n0, bias, [&](auto&& put) {
 #pragma unroll
     for (int mt = 0; mt < K::MT; ++mt)
 #pragma unroll
@@ -1147,10 +1235,12 @@ struct WgmmaStage {
   int group_m, group_n;  // this warpgroup's pixel and output-channel block
   size_t k_total;
   static constexpr int kDepth = K::kDepth;
+  static constexpr int kTableStride = K::kThreads / BM;
   uint4 vals[K::kDepth][K::PPT][4];
   float acc[K::kAcc];
   const T* b_src;
   int b_row;  // this thread's first B row (output channel) within the tile
+  uint64_t desc_a, desc_b;  // descriptors of this warpgroup's rows of A and B buffer 0
 
   template <int R>
   __device__ __forceinline__ void load(int kpos, int q, int chunk, int buf) {
@@ -1174,14 +1264,15 @@ struct WgmmaStage {
   }
   __device__ __forceinline__ void compute(int buf) {
 #if defined(DCN_IGEMM_WGMMA_DEVICE)
-    const char* a = smem_a + (buf * BM + group_m * 64) * kSwizzleRow;
-    const char* b = smem_b + (buf * BN + group_n * K::kGroupN) * kSwizzleRow;
+    // A descriptor's low bits are the address / 16: a tile or k16 offset adds to it directly.
+    const uint64_t a = desc_a + (uint64_t)(buf * BM * kSwizzleRow / 16);
+    const uint64_t b = desc_b + (uint64_t)(buf * BN * kSwizzleRow / 16);
 #pragma unroll
     for (int i = 0; i < K::kAcc; ++i) asm volatile("" : "+f"(acc[i])::"memory");
     asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 #pragma unroll
     for (int kk = 0; kk < K::kChunk / 16; ++kk)  // 32 bytes of each row per k16 step
-      Wgmma<T, K::kGroupN>::run(acc, wgmma_descriptor(a + kk * 32), wgmma_descriptor(b + kk * 32));
+      Wgmma<T, K::kGroupN>::run(acc, a + kk * 32 / 16, b + kk * 32 / 16);
     asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
 #endif
   }
@@ -1211,8 +1302,11 @@ __global__ void __launch_bounds__(256, WgmmaMinBlocks<BM, BN>::value) igemm_wgmm
   using K = WgmmaShape<T, BM, BN>;
   extern __shared__ uint4 smem_dyn[];
   __shared__ int last_flag;
-  char* smem = reinterpret_cast<char*>(
-      (reinterpret_cast<uintptr_t>(smem_dyn) + K::kAlignSlack - 1) / K::kAlignSlack * K::kAlignSlack);
+  // Aligned by pointer arithmetic on the shared array, not through an integer: the compiler
+  // then still knows every table and tile access is to shared memory (LDS/STS; through an
+  // integer round trip they became generic loads and stores with 64-bit addresses).
+  const uint32_t base = (uint32_t)__cvta_generic_to_shared(smem_dyn);
+  char* smem = reinterpret_cast<char*>(smem_dyn) + ((K::kAlignSlack - base % K::kAlignSlack) % K::kAlignSlack);
   const Shape& s = p.s;
   const int tid = threadIdx.x;
   const int tile_m_idx = blockIdx.x % p.tiles_m, tile_n_idx = blockIdx.x / p.tiles_m;
@@ -1228,8 +1322,11 @@ __global__ void __launch_bounds__(256, WgmmaMinBlocks<BM, BN>::value) igemm_wgmm
   st.pixel0 = tid / kLanesPerPixel;
   st.group_m = K::kGroupsM == 2 ? group : 0;
   st.group_n = K::kGroupsM == 2 ? 0 : group;
+  st.desc_a = wgmma_descriptor(st.smem_a + st.group_m * 64 * kSwizzleRow);
+  st.desc_b = wgmma_descriptor(st.smem_b + st.group_n * K::kGroupN * kSwizzleRow);
   st.k_total = (size_t)s.k_steps * K::kChunk;
   const int n0 = tile_n_idx * BN;
+  const float bias = tile_bias<T, BN>(p, n0);
   st.b_row = tid / kLanesPerPixel;
   st.b_src = p.weight_packed + (size_t)(n0 + st.b_row) * st.k_total + st.lane8 * Traits<T>::kVec;
 #pragma unroll
@@ -1246,7 +1343,7 @@ __global__ void __launch_bounds__(256, WgmmaMinBlocks<BM, BN>::value) igemm_wgmm
   // Accumulator i of a thread: row 16 * warp + lane / 4 + 8 * ((i / 2) % 2) of the warpgroup's
   // 64, column 8 * (i / 4) + 2 * (lane % 4) + i % 2 of its kGroupN (the m16n8 layout per 8 columns).
   const int warp = (tid / 32) % 4, lane = tid % 32;
-  store_tile<T, BM, BN, 256>(p, smem, tile_m_idx, n0, [&](auto&& put) {
+  store_tile<T, BM, BN, 256>(p, smem, tile_m_idx, n0, bias, [&](auto&& put) {
 #pragma unroll
     for (int i = 0; i < K::kAcc; ++i)
       put(st.group_m * 64 + warp * 16 + lane / 4 + 8 * ((i / 2) % 2),
@@ -1316,7 +1413,7 @@ inline int tile_blocks_per_sm(Tile t, int smem_per_sm) {
 #define DCN_IGEMM_OCCUPANCY(NAME, BM, BN, WARPS_M, THREADS) \
   case Tile::NAME:                                          \
     smem = MmaShape<T, BM, BN, WARPS_M, THREADS>::kSmem;    \
-    bound = MinBlocks<BM, BN, THREADS>::value;              \
+    bound = MinBlocks<T, BM, BN, THREADS>::value;           \
     break;
     DCN_IGEMM_TILES(DCN_IGEMM_OCCUPANCY)
 #undef DCN_IGEMM_OCCUPANCY
@@ -1331,7 +1428,7 @@ inline int tile_blocks_per_sm(Tile t, int smem_per_sm) {
       break;
   }
   const int fit = smem_per_sm / (smem + 1024);
-  return fit < 1 ? 1 : (fit < bound ? fit : bound);
+  return fit < bound ? fit : bound;  // 0: does not fit this device (e.g. fp32 64x128 on an A100)
 }
 
 // Picks the block shape and the split of K from the layer's GEMM size (rules fitted to a
@@ -1409,8 +1506,11 @@ inline Config choose_config(const Shape& shape, int sms, int smem_per_sm, bool w
   // More than one wave: 128x64 tiles for 64 output channels, and with wgmma for 128 too (a
   // batch-8 fp16 sweep: 128x64wg beat 64x64wg on three of the four 128-output layers; fp32's
   // 128x64 tile holds one block per SM and loses there), 64x128 for wide layers.
-  if (shape.cout <= (use_wgmma ? 128 : 64)) return Config{use_wgmma ? Tile::k128x64wg : Tile::k128x64w8, split};
-  if (wide) return Config{use_wgmma ? Tile::k64x128wg : Tile::k64x128w8, split};
+  auto fits = [&](Tile t) { return tile_blocks_per_sm<T>(t, smem_per_sm) > 0; };
+  const Tile narrow = use_wgmma ? Tile::k128x64wg : Tile::k128x64w8;
+  const Tile wide_tile = use_wgmma ? Tile::k64x128wg : Tile::k64x128w8;
+  if (shape.cout <= (use_wgmma ? 128 : 64) && fits(narrow)) return Config{narrow, split};
+  if (wide && fits(wide_tile)) return Config{wide_tile, split};
   return Config{use_wgmma ? Tile::k64x64wg : Tile::k64x64w8, split};
 }
 
