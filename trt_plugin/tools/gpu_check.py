@@ -3,7 +3,8 @@
 Runs the C++ harness (tools/dcnv2Harness.cpp, built with -DDCN_BUILD_HARNESS=ON) on inputs
 made here with torch, and compares what the plugin wrote with the float64 reference written
 from the math (dcn_ext/reference.py), for fp32, fp16 and bf16, at batch 3 and for each image
-of that batch alone (which must give the same bits: nothing mixes images).
+of that batch alone (which must agree with the batch within the same tolerance: a batch
+may split K differently, so its fp32 sums may be formed in another order).
 
     python trt_plugin/tools/gpu_check.py --build BUILD_DIR --work DIR [--json OUT.json]
         [--sanitizer]
@@ -173,8 +174,11 @@ def check_case(harness: Path, library: Path, work: Path, case: Case, dtype_name:
     error = (batch_out.double() - reference).abs().max().item()
     per_image = [(outputs[f"image{i}"].double() - batch_out[i:i + 1].double()).abs().max().item()
                  for i in range(BATCH)]
-    # Nothing in the kernels mixes images, so each image must come out with the same bits.
+    # Nothing in the kernels mixes images, but a batch may split K differently from one
+    # image (the split is chosen per launch): each image agrees with the batch within the
+    # tolerance, and is often bit-identical.
     bitwise = all(torch.equal(outputs[f"image{i}"], batch_out[i:i + 1]) for i in range(BATCH))
+    consistent = max(per_image) <= TOLERANCE[dtype_name] * (scale if scale else 1.0)
     report.update({
         "output_shape": list(batch_out.shape),
         "expected_shape": list(reference.shape),
@@ -184,12 +188,13 @@ def check_case(harness: Path, library: Path, work: Path, case: Case, dtype_name:
         "tolerance": TOLERANCE[dtype_name],
         "batch_vs_single_max_diff": max(per_image),
         "batch_vs_single_equal": bitwise,
+        "batch_vs_single_consistent": consistent,
         "finite": bool(torch.isfinite(batch_out.double()).all()),
         "workspace_bytes": run["harness"].get("workspace_bytes"),
         "seconds": run["seconds"],
     })
     report["ok"] = (list(batch_out.shape) == list(reference.shape) and report["finite"]
-                    and report["relative_error"] <= TOLERANCE[dtype_name] and bitwise)
+                    and report["relative_error"] <= TOLERANCE[dtype_name] and consistent)
     return report
 
 

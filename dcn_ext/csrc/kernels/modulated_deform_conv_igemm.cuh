@@ -654,8 +654,8 @@ __device__ __forceinline__ void cp_async_wait_pending() {
 // lines a block keeps in L1 between two uses shrink by chunks_per_q against tap-major
 // order (fp32 128->128 at 64x64: 54.6 -> 51 us). Split-K slices stay tap-major (ks = q *
 // chunks_per_q + chunk): a short slice then needs the corner table of a few taps only,
-// where chunk-major would need all nine. The order depends on the split alone, which is
-// chosen per image, so a batch still sums in the order of its images alone. The corner
+// where chunk-major would need all nine. The order depends on the split alone, so a call
+// always sums in the same order (choose_config says when a batch differs). The corner
 // table holds kTableTaps (group, tap) pairs: one fill serves every chunk of a 3x3 kernel;
 // larger kernels refill it per window of taps.
 template <typename T, typename Stage>
@@ -1431,30 +1431,27 @@ inline int tile_blocks_per_sm(Tile t, int smem_per_sm) {
   return fit < bound ? fit : bound;  // 0: does not fit this device (e.g. fp32 64x128 on an A100)
 }
 
-// Picks the block shape and the split of K from the layer's GEMM size (rules fitted to a
-// sweep of every block shape and split over the CenterNet layers on an H100, see
-// bench/NOTES.md). 8-warp blocks, one or two per SM (tile_blocks_per_sm). The sweep's
-// times jump once a launch needs a second wave, so the rule fills one wave (SMs x blocks
-// per SM) as fully as it can; among the candidates within 90 % of the fullest it prefers,
-// in order: a 64x128 tile for 256 or more output channels (it gathers each A tile once per
-// 128 outputs, not per 64), the fewest K slices (at most 4; each slice adds fp32 partials
-// and a reduction, and the split, chosen for one image, is kept for every batch size: more
-// slices won at batch 1 cost more at batch 8), then a wgmma tile (same work, about 10 %
-// faster than its mma.sync twin). Launches too big for one wave take 128x64 tiles (64
-// output channels) or 64x64 / 64x128 ones.
+// Picks the block shape and the split of K from the layer's GEMM size, batch included
+// (rules fitted to a sweep of every block shape and split over the CenterNet layers on an
+// H100, see bench/NOTES.md). 8-warp blocks, one or two per SM (tile_blocks_per_sm). The
+// sweep's times jump once a launch needs a second wave, so the rule fills one wave (SMs x
+// blocks per SM) as fully as it can; among the candidates within 90 % of the fullest it
+// prefers, in order: a 64x128 tile for 256 or more output channels (it gathers each A tile
+// once per 128 outputs, not per 64), the fewest K slices (at most 4; each slice adds fp32
+// partials and a reduction), then a wgmma tile (same work, about 10 % faster than its
+// mma.sync twin). Launches too big for one wave are not split and take 128x64 tiles (64
+// output channels, 128 with wgmma) or 64x64 / 64x128 ones.
 //
-// The split is chosen for one image whatever the batch: it fixes the order in which each
-// output's fp32 sum is formed, so a batch gives the same bits as each of its images alone.
-// The block shape does not change that order, nor does the MMA instruction: wgmma and
-// mma.sync tiles with the same split give identical bits (checked on an H100 for fp16 and
-// bf16, bench/NOTES.md), so the block shape is chosen for the whole batch.
+// The split fixes the order in which each output's fp32 sum is formed, so one call always
+// gives the same bits (no atomics, a fixed reduction order), but a batch may sum in another
+// order than its images alone: a split that fills the GPU for one image (e.g. 4 slices at
+// 16x16) would cost a batch of 8 four times the partials and waves (up to 1.8x a layer,
+// bench/NOTES.md). The block shape and the MMA instruction do not change the order: wgmma
+// and mma.sync tiles with the same split give identical bits (checked on an H100).
 template <typename T>
 inline Config choose_config(const Shape& shape, int sms, int smem_per_sm, bool wgmma) {
   constexpr int kMinSteps = 3, kMaxSplit = 4;
   const long long max_split = shape.k_steps / kMinSteps > 1 ? shape.k_steps / kMinSteps : 1;
-  Shape image = shape;
-  image.batch = 1;
-  image.m_total = (long long)shape.out_h * shape.out_w;
   const bool wide = shape.cout >= 256;
   const bool use_wgmma = wgmma && wgmma_built<T>();
   constexpr Tile kMma[] = {Tile::k32x64w8, Tile::k64x64w8, Tile::k128x64w8, Tile::k64x128w8};
@@ -1498,20 +1495,42 @@ inline Config choose_config(const Shape& shape, int sms, int smem_per_sm, bool w
   };
   const Tile* tiles = use_wgmma ? kWgmma : kMma;
   const long long cap = max_split < kMaxSplit ? max_split : kMaxSplit;
-  const Config per_image = fill_wave(image, tiles, 1, cap);
-  const int split = per_image.split_k > 0 ? per_image.split_k : 1;
-  if (shape.batch == 1 && per_image.split_k > 0) return per_image;
-  const Config batch = fill_wave(shape, tiles, split, split);
-  if (batch.split_k > 0) return batch;
   // More than one wave: 128x64 tiles for 64 output channels, and with wgmma for 128 too (a
   // batch-8 fp16 sweep: 128x64wg beat 64x64wg on three of the four 128-output layers; fp32's
   // 128x64 tile holds one block per SM and loses there), 64x128 for wide layers.
   auto fits = [&](Tile t) { return tile_blocks_per_sm<T>(t, smem_per_sm) > 0; };
-  const Tile narrow = use_wgmma ? Tile::k128x64wg : Tile::k128x64w8;
-  const Tile wide_tile = use_wgmma ? Tile::k64x128wg : Tile::k64x128w8;
-  if (shape.cout <= (use_wgmma ? 128 : 64) && fits(narrow)) return Config{narrow, split};
-  if (wide && fits(wide_tile)) return Config{wide_tile, split};
-  return Config{use_wgmma ? Tile::k64x64wg : Tile::k64x64w8, split};
+  auto several_waves = [&](int split) {
+    const Tile narrow = use_wgmma ? Tile::k128x64wg : Tile::k128x64w8;
+    const Tile wide_tile = use_wgmma ? Tile::k64x128wg : Tile::k64x128w8;
+    if (shape.cout <= (use_wgmma ? 128 : 64) && fits(narrow)) return Config{narrow, split};
+    if (wide && fits(wide_tile)) return Config{wide_tile, split};
+    return Config{use_wgmma ? Tile::k64x64wg : Tile::k64x64w8, split};
+  };
+  if (shape.batch == 1) {
+    const Config one_wave = fill_wave(shape, tiles, 1, cap);
+    return one_wave.split_k > 0 ? one_wave : several_waves(1);
+  }
+  // A batch: for each split the block shape as above, then the split with the fewest waves
+  // x K steps per block (a block's step is bound by the gathers' latency more than by its
+  // size), each slice beyond the first adding 1/8 for its partials and reduction; ties go
+  // to fewer slices. One image's choice kept for a batch multiplied its
+  // partials and waves (256->256 at 32x32: 45 instead of 54 us at batch 8 without it), and
+  // an unsplit batch left big-K layers in one underfilled wave of 72-144 K steps (512->256
+  // at 12x40, fp32: 473 instead of 311 us).
+  Config best{Tile::k32x64w8, 0};
+  long long best_cost = 0;
+  for (long long split = 1; split <= cap; ++split) {
+    Config c = fill_wave(shape, tiles, split, split);
+    if (c.split_k == 0) c = several_waves((int)split);
+    const long long wave = (long long)sms * tile_blocks_per_sm<T>(c.tile, smem_per_sm);
+    const long long waves = (tile_count(shape, c.tile) * split + wave - 1) / wave;
+    const long long cost = waves * ((shape.k_steps + split - 1) / split) * (7 + split);
+    if (best.split_k == 0 || cost < best_cost) {
+      best = c;
+      best_cost = cost;
+    }
+  }
+  return best;
 }
 
 // The configuration launch_igemm_forward uses on the current device.
