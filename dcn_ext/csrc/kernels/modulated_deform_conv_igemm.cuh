@@ -1499,14 +1499,54 @@ inline Config choose_config(const Shape& shape, int sms, int smem_per_sm, bool w
   // batch-8 fp16 sweep: 128x64wg beat 64x64wg on three of the four 128-output layers; fp32's
   // 128x64 tile holds one block per SM and loses there), 64x128 for wide layers.
   auto fits = [&](Tile t) { return tile_blocks_per_sm<T>(t, smem_per_sm) > 0; };
+  // fp32 (3xTF32, whose 64x128 tile runs without spills since v13b) takes 64x128 for 128
+  // outputs too: at batch 8 it beat 64x64 by 17-27 % on all four 128-output layers.
+  const bool tf32x3 = Traits<T>::kTf32x3;
   auto several_waves = [&](int split) {
     const Tile narrow = use_wgmma ? Tile::k128x64wg : Tile::k128x64w8;
     const Tile wide_tile = use_wgmma ? Tile::k64x128wg : Tile::k64x128w8;
     if (shape.cout <= (use_wgmma ? 128 : 64) && fits(narrow)) return Config{narrow, split};
-    if (wide && fits(wide_tile)) return Config{wide_tile, split};
+    if ((wide || (tf32x3 && shape.cout >= 128)) && fits(wide_tile)) return Config{wide_tile, split};
     return Config{use_wgmma ? Tile::k64x64wg : Tile::k64x64w8, split};
   };
+  // wgmma builds and fp32: about one block per SM of the largest tile, not a full wave of
+  // two. A block's K step is bound by its gathers' latency, so a second block per SM buys
+  // less than a block twice the size or a K split twice as deep (fourth-session sweep of
+  // every tile and split up to 16 on the 16 DLA-34 shapes: 7-9 % below the one-wave rule at
+  // batch 1, within 1.5 % of the best configuration per layer). The first tile of the
+  // order that reaches 90 % of the SMs within one wave, at the fewest slices of at least 9
+  // K steps (at most 8 slices), wins.
+  constexpr int kMinSliceSteps = 9, kMaxBigSplit = 8;
+  auto one_per_sm = [&](long long lo, long long hi) {
+    Tile order[4];
+    int n = 0;
+    if (use_wgmma) {
+      if (shape.cout >= 128) order[n++] = Tile::k64x128wg;
+      order[n++] = Tile::k64x64wg;
+      order[n++] = Tile::k128x64wg;
+      order[n++] = Tile::k32x64w8;
+    } else {
+      order[n++] = shape.cout >= 128 ? Tile::k64x128w8 : Tile::k128x64w8;
+      order[n++] = Tile::k64x64w8;
+      order[n++] = Tile::k32x64w8;
+    }
+    for (int i = 0; i < n; ++i) {
+      const long long wave = (long long)sms * tile_blocks_per_sm<T>(order[i], smem_per_sm);
+      const long long t = tile_count(shape, order[i]);
+      for (long long split = lo; split <= hi && split <= kMaxBigSplit; ++split) {
+        if (split > 1 && shape.k_steps / split < kMinSliceSteps) break;
+        if (t * split > wave) break;
+        if (t * split * 10 >= 9LL * sms) return Config{order[i], (int)split};
+      }
+    }
+    return Config{Tile::k32x64w8, 0};
+  };
+  const bool big_blocks = use_wgmma || tf32x3;
   if (shape.batch == 1) {
+    if (big_blocks) {
+      const Config c = one_per_sm(1, kMaxBigSplit);
+      if (c.split_k > 0) return c;
+    }
     const Config one_wave = fill_wave(shape, tiles, 1, cap);
     return one_wave.split_k > 0 ? one_wave : several_waves(1);
   }
@@ -1520,7 +1560,8 @@ inline Config choose_config(const Shape& shape, int sms, int smem_per_sm, bool w
   Config best{Tile::k32x64w8, 0};
   long long best_cost = 0;
   for (long long split = 1; split <= cap; ++split) {
-    Config c = fill_wave(shape, tiles, split, split);
+    Config c = big_blocks ? one_per_sm(split, split) : Config{Tile::k32x64w8, 0};
+    if (c.split_k == 0) c = fill_wave(shape, tiles, split, split);
     if (c.split_k == 0) c = several_waves((int)split);
     const long long wave = (long long)sms * tile_blocks_per_sm<T>(c.tile, smem_per_sm);
     const long long waves = (tile_count(shape, c.tile) * split + wave - 1) / wave;
@@ -1581,7 +1622,11 @@ inline size_t workspace_bytes_for(const ForwardArgs<T>& a, const Config& c) {
 
 // after_prepare: the GEMM may start while the prepare kernel runs (programmatic dependent
 // launch); without a prepare kernel it must not, since its corner table reads the offsets
-// that the stream's previous kernel may still be writing.
+// that the stream's previous kernel may still be writing. Only some launches overlap,
+// as measured on an H100 (NCHW input, 16 DLA-34 layers): split-K launches never (fp16 at
+// 512x512: 302 against 278 us; the early blocks cost the prepare kernel more than the
+// overlap saves), 16-bit ones only with more blocks than SMs (about 1 us a layer gained
+// at two blocks per SM, 5 us lost at one: 128->128 at 48x160), fp32 unsplit ones always.
 template <typename T, typename KernelFn>
 inline cudaError_t launch_dynamic(KernelFn kernel, dim3 grid, int threads, int smem, cudaStream_t stream,
                                   const GemmParams<T>& gp, bool after_prepare) {
@@ -1598,7 +1643,8 @@ inline cudaError_t launch_dynamic(KernelFn kernel, dim3 grid, int threads, int s
   overlap[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   overlap[0].val.programmaticStreamSerializationAllowed = 1;
   config.attrs = overlap;
-  config.numAttrs = major >= 9 && after_prepare ? 1 : 0;  // griddepcontrol exists from Hopper on
+  const bool overlap_pays = gp.split_k == 1 && (Traits<T>::kTf32x3 || (long long)grid.x * grid.y > device_sm_count());
+  config.numAttrs = major >= 9 && after_prepare && overlap_pays ? 1 : 0;  // griddepcontrol: Hopper on
   return cudaLaunchKernelEx(&config, kernel, gp);
 }
 
