@@ -146,7 +146,7 @@ def test_cuda_graph_replay_matches_eager(warm_on_capture_stream):
                          ids=lambda s: "x".join(map(str, s)))
 def test_a_batch_repeats_bit_for_bit_and_matches_its_images_alone(shape, dtype):
     """A call gives the same bits every time (no atomics, a fixed reduction order). A batch
-    chooses its own split of K (fp32 512->256 at 16x16: 4 slices alone, 2 in a batch of
+    chooses its own split of K (fp32 512->256 at 16x16: 8 slices alone, 2 in a batch of
     8), so its fp32 sums may be formed in another order than its images alone: they agree
     to two units in the last place of the output type (TensorRT's plugin checks the same)."""
     ops = _ops()
