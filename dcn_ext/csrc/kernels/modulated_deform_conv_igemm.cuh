@@ -894,6 +894,25 @@ struct MmaStage {
   }
   __device__ __forceinline__ void retire() {}   // mma.sync has finished when compute returns
   __device__ __forceinline__ void publish() {}  // ldmatrix reads through the generic proxy
+  // ldmatrix.x4 lane addresses (in elements) for the A rows [mt * 16, + 16) and the B rows
+  // [nt * 8, + 16) at K column kk. A TF32 fragment is the 16-bit one with 16-byte columns of
+  // four words (see compute_tf32x3), so one formula in 16-byte columns serves both.
+  static constexpr int kColumn = 16 / (int)sizeof(T);
+  __device__ __forceinline__ int a_lane_offset(int mt, int kk) const {
+    return (mt * 16 + lane % 16) * K::kRow + kk + (lane / 16) * kColumn;
+  }
+  __device__ __forceinline__ int b_lane_offset(int nt, int kk) const {
+    return (nt * 8 + lane % 8 + (lane / 16) * 8) * K::kRow + kk + ((lane / 8) % 2) * kColumn;
+  }
+  // The B fragments of output tiles nt and nt + 1, from one ldmatrix.x4 at `at`.
+  static __device__ __forceinline__ void load_b_pair(uint32_t (&b)[K::NT][2], int nt, const T* at) {
+    uint32_t r[4];
+    ldmatrix_x4(r, at);
+    b[nt][0] = r[0];
+    b[nt][1] = r[1];
+    b[nt + 1][0] = r[2];
+    b[nt + 1][1] = r[3];
+  }
   __device__ __forceinline__ void compute(int buf) {
     const T* a_base = smem_a + (buf * BM + warp_m * K::WM) * K::kRow;
     const T* b_base = smem_b + (buf * BN + warp_n * K::WN) * K::kRow;
@@ -908,17 +927,9 @@ struct MmaStage {
     for (int kk = 0; kk < K::kChunk; kk += 16) {
       uint32_t af[K::MT][4], bf[K::NT][2];
 #pragma unroll
-      for (int mt = 0; mt < K::MT; ++mt)
-        ldmatrix_x4(af[mt], a_base + (mt * 16 + lane % 16) * K::kRow + kk + (lane / 16) * 8);
+      for (int mt = 0; mt < K::MT; ++mt) ldmatrix_x4(af[mt], a_base + a_lane_offset(mt, kk));
 #pragma unroll
-      for (int nt = 0; nt < K::NT; nt += 2) {
-        uint32_t r[4];
-        ldmatrix_x4(r, b_base + (nt * 8 + lane % 8 + (lane / 16) * 8) * K::kRow + kk + ((lane / 8) % 2) * 8);
-        bf[nt][0] = r[0];
-        bf[nt][1] = r[1];
-        bf[nt + 1][0] = r[2];
-        bf[nt + 1][1] = r[3];
-      }
+      for (int nt = 0; nt < K::NT; nt += 2) load_b_pair(bf, nt, b_base + b_lane_offset(nt, kk));
 #pragma unroll
       for (int mt = 0; mt < K::MT; ++mt)
 #pragma unroll
@@ -928,7 +939,7 @@ struct MmaStage {
   // fp32: m16n8k8 TF32 fragments through ldmatrix. An 8x8 matrix of 16-bit elements is an
   // 8x4 matrix of 32-bit words, and lane l receives word l % 4 of row l / 4: exactly the
   // TF32 fragment's (row g, column t) element, so the lane addresses are the 16-bit ones
-  // with 16-byte columns of four words. A is split into big and small parts either when
+  // with 16-byte columns of four words (a_lane_offset, b_lane_offset). A is split into big and small parts either when
   // stored (kSplitA) or here; B was split when packed. The small products go first so
   // that they are not lost against the big one.
   __device__ __forceinline__ void compute_tf32x3(const T* a_base, const T* b_base) {
@@ -939,7 +950,7 @@ struct MmaStage {
       uint32_t a_big[K::MT][4], a_small[K::MT][4], b_big[K::NT][2], b_sm[K::NT][2];
 #pragma unroll
       for (int mt = 0; mt < K::MT; ++mt) {
-        const int a_offset = (mt * 16 + lane % 16) * K::kRow + kk + (lane / 16) * 4;
+        const int a_offset = a_lane_offset(mt, kk);
         ldmatrix_x4(a_big[mt], a_base + a_offset);
         if constexpr (K::kSplitA) {
           ldmatrix_x4(a_small[mt], a_small_base + a_offset);
@@ -950,18 +961,8 @@ struct MmaStage {
       }
 #pragma unroll
       for (int nt = 0; nt < K::NT; nt += 2) {
-        const int b_offset = (nt * 8 + lane % 8 + (lane / 16) * 8) * K::kRow + kk + ((lane / 8) % 2) * 4;
-        uint32_t r[4];
-        ldmatrix_x4(r, b_base + b_offset);
-        b_big[nt][0] = r[0];
-        b_big[nt][1] = r[1];
-        b_big[nt + 1][0] = r[2];
-        b_big[nt + 1][1] = r[3];
-        ldmatrix_x4(r, b_small + b_offset);
-        b_sm[nt][0] = r[0];
-        b_sm[nt][1] = r[1];
-        b_sm[nt + 1][0] = r[2];
-        b_sm[nt + 1][1] = r[3];
+        load_b_pair(b_big, nt, b_base + b_lane_offset(nt, kk));
+        load_b_pair(b_sm, nt, b_small + b_lane_offset(nt, kk));
       }
 #pragma unroll
       for (int mt = 0; mt < K::MT; ++mt)
