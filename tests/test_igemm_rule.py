@@ -111,12 +111,31 @@ def test_a_batch_chooses_its_own_split(choices):
         assert deep["ksteps"] // deep["split"] >= 3
 
 
-def test_wgmma_tiles_only_for_16_bit_types_and_where_built(choices):
+def test_wgmma_tiles_only_where_built_and_for_every_type(choices):
     wgmma, rows = choices
     picked = {dtype for (dtype, *_), row in rows.items() if row["wgmma"]}
-    assert picked == ({"fp16", "bf16"} if wgmma else set()), picked
-    if wgmma:  # the wide 64->64 layers at 128x128 take a wgmma tile
-        assert rows[("fp16", 1, 64, 64, 128, 128)]["wgmma"] == 1
+    assert picked == ({"fp16", "bf16", "fp32"} if wgmma else set()), picked
+    if wgmma:  # the wide 64->64 layers at 128x128 take a wgmma tile, fp32 (3xTF32) too
+        for dtype in ("fp16", "fp32"):
+            assert rows[(dtype, 1, 64, 64, 128, 128)]["wgmma"] == 1, dtype
+
+
+def test_fp32_batches_on_wgmma_take_the_cheapest_modelled_tile(choices):
+    """fp32 on wgmma holds one block per SM of every tile, and a 128x128 step costs 1.85
+    times a 64x64 one for four times the outputs (fifth-session batch-8 sweep on an H100):
+    wide batch layers that fill whole waves of 128x128 blocks take them, 64-output layers
+    stay on 64-row or 128x64 tiles."""
+    wgmma, rows = choices
+    if not wgmma:
+        pytest.skip("the wgmma rule applies to sm_90a builds")
+    k64x64wg, k128x64wg, k128x128wg = 9, 10, 12  # dcn::igemm::Tile
+    assert rows[("fp32", 8, 256, 256, 32, 32)]["tile"] == k128x128wg
+    assert rows[("fp32", 8, 128, 128, 64, 64)]["tile"] == k128x128wg
+    for shape in ((128, 64, 64, 64), (64, 64, 128, 128), (256, 64, 32, 32)):
+        assert rows[("fp32", 8, *shape)]["tile"] in (k64x64wg, k128x64wg), shape
+    for (dtype, batch, *shape), row in rows.items():
+        if dtype == "fp32" and batch > 1:
+            assert row["wgmma"] == 1 and row["wave"] == SMS, (shape, row)  # one block per SM
 
 
 def test_one_image_fits_one_wave_unless_unsplit_and_slices_keep_three_steps(choices):
@@ -144,7 +163,8 @@ def test_batch_one_takes_about_one_large_block_per_sm(choices):
         assert row["blocks"] * 10 >= 9 * SMS, (dtype, shape, row)
         assert row["blocks"] <= row["wave"] or row["split"] == 1, (dtype, shape, row)
     k64x128w8, k64x128wg = 6, 11  # dcn::igemm::Tile
-    assert (rows[("fp32", 1, 128, 128, 64, 64)]["tile"], rows[("fp32", 1, 128, 128, 64, 64)]["split"]) == (k64x128w8, 2)
+    fp32_wide = rows[("fp32", 1, 128, 128, 64, 64)]
+    assert (fp32_wide["tile"], fp32_wide["split"]) == (k64x128wg if wgmma else k64x128w8, 2)
     if wgmma:
         assert (rows[("fp16", 1, 128, 128, 64, 64)]["tile"], rows[("fp16", 1, 128, 128, 64, 64)]["split"]) == (k64x128wg, 2)
 

@@ -7,8 +7,8 @@
 // block samples its A tile (BM pixels x one tap x 128 bytes of channels) straight into
 // shared memory and multiplies it with a weight tile on the tensor cores with fp32
 // accumulation: fp16/bf16 with mma.sync m16n8k16, or on sm_90a builds with Hopper's
-// wgmma (same bits); fp32 as 3xTF32 (mma.sync m16n8k8, each fp32 operand split into two
-// TF32 parts, three products: fp32-level accuracy, not TF32's).
+// wgmma (same bits); fp32 as 3xTF32 (mma.sync m16n8k8, or wgmma k8 on sm_90a builds; each
+// fp32 operand split into two TF32 parts, three products: fp32-level accuracy, not TF32's).
 //
 // One call runs two kernels:
 //  1. prepare: the input NCHW -> NHWC (channels padded with zeros to a multiple of the
@@ -56,7 +56,7 @@ constexpr size_t kAlign = 256;
 // Block shapes the dispatcher can pick (M x N, and 4 or 8 warps; the automatic choice
 // takes 8-warp ones, the others stay for sweeps). The 8-warp shapes give each scheduler twice the warps to hide
 // the gathers' latency behind (the sampling loop is latency bound, see bench/NOTES.md).
-// The "wg" shapes run on Hopper's warpgroup MMA (fp16 / bf16, builds for sm_90a only).
+// The "wg" shapes run on Hopper's warpgroup MMA (builds for sm_90a only).
 enum class Tile : int {
   k32x64 = 0, k64x64 = 1, k64x128 = 2, k32x128 = 3,
   k32x64w8 = 4, k64x64w8 = 5, k64x128w8 = 6, k128x64w8 = 7, k128x128w8 = 8,
@@ -267,6 +267,17 @@ __device__ __forceinline__ void split_tf32(uint32_t bits, uint32_t& big, uint32_
   const float v = __uint_as_float(bits), b = tf32_round(v);
   big = __float_as_uint(b);
   small = __float_as_uint(tf32_round(v - b));
+}
+// Four fp32 values stored to the A tile at `big`, their TF32 small parts `small_offset`
+// bytes further on (the second A tile of 3xTF32).
+__device__ __forceinline__ void store_split_tf32(const uint4& v, char* big, int small_offset) {
+  uint4 b, s;
+  split_tf32(v.x, b.x, s.x);
+  split_tf32(v.y, b.y, s.y);
+  split_tf32(v.z, b.z, s.z);
+  split_tf32(v.w, b.w, s.w);
+  *reinterpret_cast<uint4*>(big) = b;
+  *reinterpret_cast<uint4*>(big + small_offset) = s;
 }
 
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
@@ -880,13 +891,7 @@ struct MmaStage {
       const uint4 packed = blend_vector<T>(vals[R][j], table.weights[(q - q_lo) * BM + pl]);
       T* dst = smem_a + (buf * BM + pl) * K::kRow + lane8 * Traits<T>::kVec;
       if constexpr (K::kSplitA) {
-        uint4 big, small;
-        split_tf32(packed.x, big.x, small.x);
-        split_tf32(packed.y, big.y, small.y);
-        split_tf32(packed.z, big.z, small.z);
-        split_tf32(packed.w, big.w, small.w);
-        *reinterpret_cast<uint4*>(dst) = big;
-        *reinterpret_cast<uint4*>(dst + (K::kDepth + 1) * BM * K::kRow) = small;
+        store_split_tf32(packed, reinterpret_cast<char*>(dst), K::kSmemATile);
       } else {
         *reinterpret_cast<uint4*>(dst) = packed;
       }
@@ -1112,7 +1117,7 @@ __global__ void __launch_bounds__(THREADS, MinBlocks<T, BM, BN, THREADS>::value)
 
 
 // ---------------------------------------------------------------------------------------
-// Kernel 2b: Hopper warpgroup MMA (wgmma), fp16 / bf16. Built only where the build targets
+// Kernel 2b: Hopper warpgroup MMA (wgmma), every type. Built only where the build targets
 // sm_90a (DCN_IGEMM_WGMMA, set by dcn_ext's setup.py and trt_plugin's CMake for that
 // target); elsewhere the mma.sync kernel serves.
 //
@@ -1123,6 +1128,12 @@ __global__ void __launch_bounds__(THREADS, MinBlocks<T, BM, BN, THREADS>::value)
 // (BM = 128, each 64 x BN) or the output channels (BM = 64, each 64 x BN/2). The gathers,
 // the corner table and the blend are the mma.sync kernel's, and so is the K loop: while the
 // tensor cores multiply step i, the threads blend step i + 1 into the next A buffer.
+//
+// fp32 (3xTF32) takes the same path: a K step's 32 fp32 channels are also a 128-byte row,
+// and wgmma's k8 TF32 instruction reads 32 bytes of each row like the 16-bit k16 one, so
+// tiles, swizzle and descriptors are shared; A and B each get a second tile for their
+// small TF32 parts. On mma.sync, fp32 moved four fragment sets per step through ldmatrix
+// and ran the three products synchronously: wgmma made the fp32 layers 1.1-1.8x faster.
 //
 // Shared-memory tiles are 128-byte rows (one K step of a pixel or an output channel) in
 // the 128-byte swizzle that wgmma's K-major descriptors describe: the 16-byte chunk j of
@@ -1143,6 +1154,9 @@ __global__ void __launch_bounds__(THREADS, MinBlocks<T, BM, BN, THREADS>::value)
 #endif
 
 constexpr int kSwizzleRow = 128;  // bytes of one swizzled row (= kChunkBytes)
+// The most dynamic shared memory a block may ask for on sm_90: a wgmma tile above it (fp32's
+// 64x256, with big and small parts of A and B) is never built.
+constexpr int kMaxSmemPerBlock = 227 * 1024;
 
 __device__ __forceinline__ int swizzled(int row, int chunk16) {
   return row * kSwizzleRow + ((chunk16 ^ (row & 7)) << 4);
@@ -1156,19 +1170,21 @@ __device__ __forceinline__ uint64_t wgmma_descriptor(const void* smem) {
 }
 
 template <typename T, int N>
-struct Wgmma;  // D[64 x N] += A[64 x 16] * B[16 x N], both operands K-major in shared memory
+struct Wgmma;  // D[64 x N] += A[64 x K] * B[K x N] for 32 bytes of K (k16 16-bit, k8 TF32),
+               // both operands K-major in shared memory
 
 #define DCN_WGMMA_ACC8(i) "+f"(d[i + 0]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), \
                           "+f"(d[i + 4]), "+f"(d[i + 5]), "+f"(d[i + 6]), "+f"(d[i + 7])
 // Operands: the accumulators (%0 .. %ACC-1), then the A and B descriptors and the scale-d
-// flag (1: D += A * B).
-#define DCN_WGMMA_DEFINE(TYPE, PTX_TYPE, N, REGS, A, B, SCALE, ...)                                  \
+// flag (1: D += A * B). KIND is the instruction's K and types; IMM its scale (and, for
+// 16-bit types, transpose) immediates: TF32 takes no transpose flags (K-major only).
+#define DCN_WGMMA_DEFINE(TYPE, KIND, IMM, N, REGS, A, B, SCALE, ...)                                 \
   template <>                                                                                       \
   struct Wgmma<TYPE, N> {                                                                           \
     static __device__ __forceinline__ void run(float* d, uint64_t a, uint64_t b) {                 \
       asm volatile("{\n.reg .pred accumulate;\nsetp.ne.b32 accumulate, %" SCALE ", 0;\n"           \
-                   "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." PTX_TYPE "." PTX_TYPE " " REGS \
-                   ", %" A ", %" B ", accumulate, 1, 1, 0, 0;\n}\n"                                 \
+                   "wgmma.mma_async.sync.aligned.m64n" #N KIND " " REGS                             \
+                   ", %" A ", %" B ", accumulate, " IMM ";\n}\n"                                     \
                    : __VA_ARGS__                                                                    \
                    : "l"(a), "l"(b), "r"(1));                                                      \
     }                                                                                               \
@@ -1181,18 +1197,19 @@ struct Wgmma;  // D[64 x N] += A[64 x 16] * B[16 x N], both operands K-major in 
   "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24," \
   "%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47," \
   "%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}"
-#define DCN_WGMMA_ALL(TYPE, PTX_TYPE)                                                                    \
-  DCN_WGMMA_DEFINE(TYPE, PTX_TYPE, 32, DCN_WGMMA_REGS16, "16", "17", "18", DCN_WGMMA_ACC8(0),        \
+#define DCN_WGMMA_ALL(TYPE, KIND, IMM)                                                                   \
+  DCN_WGMMA_DEFINE(TYPE, KIND, IMM, 32, DCN_WGMMA_REGS16, "16", "17", "18", DCN_WGMMA_ACC8(0),       \
                    DCN_WGMMA_ACC8(8))                                                                   \
-  DCN_WGMMA_DEFINE(TYPE, PTX_TYPE, 64, DCN_WGMMA_REGS32, "32", "33", "34", DCN_WGMMA_ACC8(0),        \
+  DCN_WGMMA_DEFINE(TYPE, KIND, IMM, 64, DCN_WGMMA_REGS32, "32", "33", "34", DCN_WGMMA_ACC8(0),       \
                    DCN_WGMMA_ACC8(8), DCN_WGMMA_ACC8(16), DCN_WGMMA_ACC8(24))                          \
-  DCN_WGMMA_DEFINE(TYPE, PTX_TYPE, 128, DCN_WGMMA_REGS64, "64", "65", "66", DCN_WGMMA_ACC8(0),       \
+  DCN_WGMMA_DEFINE(TYPE, KIND, IMM, 128, DCN_WGMMA_REGS64, "64", "65", "66", DCN_WGMMA_ACC8(0),      \
                    DCN_WGMMA_ACC8(8),                                                                   \
                    DCN_WGMMA_ACC8(16), DCN_WGMMA_ACC8(24), DCN_WGMMA_ACC8(32), DCN_WGMMA_ACC8(40),     \
                    DCN_WGMMA_ACC8(48), DCN_WGMMA_ACC8(56))
 #if defined(DCN_IGEMM_WGMMA_DEVICE)
-DCN_WGMMA_ALL(__half, "f16")
-DCN_WGMMA_ALL(__nv_bfloat16, "bf16")
+DCN_WGMMA_ALL(__half, "k16.f32.f16.f16", "1, 1, 0, 0")
+DCN_WGMMA_ALL(__nv_bfloat16, "k16.f32.bf16.bf16", "1, 1, 0, 0")
+DCN_WGMMA_ALL(float, "k8.f32.tf32.tf32", "1, 1")
 #endif
 #undef DCN_WGMMA_ALL
 #undef DCN_WGMMA_DEFINE
@@ -1203,24 +1220,29 @@ DCN_WGMMA_ALL(__nv_bfloat16, "bf16")
 
 template <typename T, int BM, int BN>
 struct WgmmaShape {
-  static_assert(sizeof(T) == 2, "wgmma path: fp16 / bf16");
   static constexpr int kThreads = 256;                // two warpgroups
   static constexpr int kGroupsM = BM / 64;            // warpgroups along the pixels (1 or 2)
   static constexpr int kGroupN = BN * kGroupsM / 2;   // output channels of one warpgroup
   static constexpr int kAcc = kGroupN / 2;            // fp32 accumulators per thread
-  static constexpr int kChunk = Traits<T>::kChunk;    // 64 channels per K step
+  static constexpr int kChunk = Traits<T>::kChunk;    // 64 channels per K step (fp32: 32)
+  // fp32 (3xTF32): every A and B tile has a big and a small part, each its own swizzled
+  // tile, so that wgmma reads either through a descriptor.
+  static constexpr int kParts = Traits<T>::kTf32x3 ? 2 : 1;
   static constexpr int kPixelsPerPass = kThreads / kLanesPerPixel;
   static constexpr int PPT = BM / kPixelsPerPass;
   static constexpr int BPT = BN * kLanesPerPixel / kThreads;
   static constexpr int kDepth = PPT <= 2 ? 2 : 1;
-  static constexpr int kSmemA = (kDepth + 1) * BM * kSwizzleRow;
-  static constexpr int kSmemB = (kDepth + 1) * BN * kSwizzleRow;
+  static constexpr int kATile = (kDepth + 1) * BM * kSwizzleRow;  // bytes of one part's buffers
+  static constexpr int kBTile = (kDepth + 1) * BN * kSwizzleRow;
+  static constexpr int kSmemA = kParts * kATile;
+  static constexpr int kSmemB = kParts * kBTile;
   static constexpr int kSmemTable = kTableTaps * BM * kTableEntryBytes;
   static constexpr int kAlignSlack = 1024;  // the swizzle repeats every 1024 bytes: tiles start on one
   static constexpr int kSmem = kSmemA + kSmemB + kSmemTable + kAlignSlack;
   static_assert(BM == 64 || BM == 128, "tile");
   static_assert(kGroupN == 32 || kGroupN == 64 || kGroupN == 128, "wgmma N");
-  static_assert(BN * (BM + 8) * 2 <= kSmemA + kSmemB && BM * (BN + 8) * 2 <= kSmemA + kSmemB,
+  static_assert(BN * (BM + 8) * (int)sizeof(T) <= kSmemA + kSmemB &&
+                    BM * (BN + 8) * (int)sizeof(T) <= kSmemA + kSmemB,
                 "epilogue staging fits");
 };
 
@@ -1250,8 +1272,11 @@ struct WgmmaStage {
     const T* src = b_src + (size_t)kpos * K::kChunk;
     char* dst = smem_b + buf * BN * kSwizzleRow;
 #pragma unroll
-    for (int j = 0; j < K::BPT; ++j)
-      cp_async16(dst + swizzled(b_row + j * K::kPixelsPerPass, lane8), src + j * K::kPixelsPerPass * k_total);
+    for (int part = 0; part < K::kParts; ++part)  // fp32: the small parts follow the big ones
+#pragma unroll
+      for (int j = 0; j < K::BPT; ++j)
+        cp_async16(dst + part * K::kBTile + swizzled(b_row + j * K::kPixelsPerPass, lane8),
+                   src + part * (size_t)p.s.cout_pad * k_total + j * K::kPixelsPerPass * k_total);
     cp_async_commit();
   }
   template <int R>
@@ -1260,7 +1285,12 @@ struct WgmmaStage {
     for (int j = 0; j < K::PPT; ++j) {
       const int pl = pixel0 + j * K::kPixelsPerPass;
       const uint4 packed = blend_vector<T>(vals[R][j], table.weights[(q - q_lo) * BM + pl]);
-      *reinterpret_cast<uint4*>(smem_a + buf * BM * kSwizzleRow + swizzled(pl, lane8)) = packed;
+      char* dst = smem_a + buf * BM * kSwizzleRow + swizzled(pl, lane8);
+      if constexpr (K::kParts == 2) {
+        store_split_tf32(packed, dst, K::kATile);
+      } else {
+        *reinterpret_cast<uint4*>(dst) = packed;
+      }
     }
   }
   __device__ __forceinline__ void compute(int buf) {
@@ -1272,8 +1302,16 @@ struct WgmmaStage {
     for (int i = 0; i < K::kAcc; ++i) asm volatile("" : "+f"(acc[i])::"memory");
     asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 #pragma unroll
-    for (int kk = 0; kk < K::kChunk / 16; ++kk)  // 32 bytes of each row per k16 step
-      Wgmma<T, K::kGroupN>::run(acc, a + kk * 32 / 16, b + kk * 32 / 16);
+    for (int kk = 0; kk < kSwizzleRow / 32; ++kk) {  // 32 bytes of each row per instruction
+      const uint64_t step = (uint64_t)(kk * 32 / 16);
+      if constexpr (K::kParts == 2) {
+        // 3xTF32 in the mma.sync kernel's order: the small products first, so that they
+        // are not lost against the big one.
+        Wgmma<T, K::kGroupN>::run(acc, a + K::kATile / 16 + step, b + step);
+        Wgmma<T, K::kGroupN>::run(acc, a + step, b + K::kBTile / 16 + step);
+      }
+      Wgmma<T, K::kGroupN>::run(acc, a + step, b + step);
+    }
     asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
 #endif
   }
@@ -1291,13 +1329,14 @@ struct WgmmaStage {
   }
 };
 
-template <int BM, int BN>
+// fp32 tiles carry big and small parts of A and B: one block per SM even at 64x64.
+template <typename T, int BM, int BN>
 struct WgmmaMinBlocks {
-  static constexpr int value = BM * BN >= 128 * 128 ? 1 : 2;
+  static constexpr int value = Traits<T>::kTf32x3 || BM * BN >= 128 * 128 ? 1 : 2;
 };
 
 template <typename T, int BM, int BN>
-__global__ void __launch_bounds__(256, WgmmaMinBlocks<BM, BN>::value) igemm_wgmma_kernel(GemmParams<T> p) {
+__global__ void __launch_bounds__(256, WgmmaMinBlocks<T, BM, BN>::value) igemm_wgmma_kernel(GemmParams<T> p) {
 #if defined(DCN_IGEMM_WGMMA_DEVICE)
   if (DCN_IGEMM_PROBE == 1) return;
   using K = WgmmaShape<T, BM, BN>;
@@ -1370,11 +1409,11 @@ inline int device_smem_per_sm() {
   return bytes > 0 ? bytes : 228 * 1024;
 }
 
-// Whether this build has the wgmma kernels for T (fp16 / bf16 compiled for sm_90a).
+// Whether this build has the wgmma kernels (compiled for sm_90a; every element type).
 template <typename T>
 constexpr bool wgmma_built() {
 #if defined(DCN_IGEMM_WGMMA)
-  return sizeof(T) == 2;
+  return true;
 #else
   return false;
 #endif
@@ -1420,8 +1459,8 @@ inline int tile_blocks_per_sm(Tile t, int smem_per_sm) {
 #undef DCN_IGEMM_OCCUPANCY
 #define DCN_IGEMM_WGMMA_OCCUPANCY(NAME, BM, BN)         \
   case Tile::NAME:                                      \
-    smem = WgmmaShape<__half, BM, BN>::kSmem;           \
-    bound = WgmmaMinBlocks<BM, BN>::value;              \
+    smem = WgmmaShape<T, BM, BN>::kSmem;                \
+    bound = WgmmaMinBlocks<T, BM, BN>::value;           \
     break;
     DCN_IGEMM_WGMMA_TILES(DCN_IGEMM_WGMMA_OCCUPANCY)
 #undef DCN_IGEMM_WGMMA_OCCUPANCY
@@ -1441,7 +1480,9 @@ inline int tile_blocks_per_sm(Tile t, int smem_per_sm) {
 // once per 128 outputs, not per 64), the fewest K slices (at most 4; each slice adds fp32
 // partials and a reduction), then a wgmma tile (same work, about 10 % faster than its
 // mma.sync twin). Launches too big for one wave are not split and take 128x64 tiles (64
-// output channels, 128 with wgmma) or 64x64 / 64x128 ones.
+// output channels, 128 with wgmma) or 64x64 / 64x128 ones. Batch 1 on wgmma builds and in
+// fp32, and batches on wgmma builds, follow the later rules below (one large block per SM;
+// a cost with each tile's step time).
 //
 // The split fixes the order in which each output's fp32 sum is formed, so one call always
 // gives the same bits (no atomics, a fixed reduction order), but a batch may sum in another
@@ -1506,8 +1547,8 @@ inline Config choose_config(const Shape& shape, int sms, int smem_per_sm, bool w
   auto several_waves = [&](int split) {
     const Tile narrow = use_wgmma ? Tile::k128x64wg : Tile::k128x64w8;
     const Tile wide_tile = use_wgmma ? Tile::k64x128wg : Tile::k64x128w8;
-    if (shape.cout <= (use_wgmma ? 128 : 64) && fits(narrow)) return Config{narrow, split};
     if ((wide || (tf32x3 && shape.cout >= 128)) && fits(wide_tile)) return Config{wide_tile, split};
+    if (shape.cout <= (use_wgmma ? 128 : 64) && fits(narrow)) return Config{narrow, split};
     return Config{use_wgmma ? Tile::k64x64wg : Tile::k64x64w8, split};
   };
   // wgmma builds and fp32: about one block per SM of the largest tile, not a full wave of
@@ -1551,15 +1592,43 @@ inline Config choose_config(const Shape& shape, int sms, int smem_per_sm, bool w
     const Config one_wave = fill_wave(shape, tiles, 1, cap);
     return one_wave.split_k > 0 ? one_wave : several_waves(1);
   }
-  // A batch: for each split the block shape as above, then the split with the fewest waves
-  // x K steps per block (a block's step is bound by the gathers' latency more than by its
-  // size), each slice beyond the first adding 1/8 for its partials and reduction; ties go
-  // to fewer slices. One image's choice kept for a batch multiplied its
+  // A batch chooses its own split, by the fewest waves x K steps per block (a block's step
+  // is bound by the gathers' latency more than by its size), each slice beyond the first
+  // adding 1/8 for its partials and reduction; ties go to fewer slices. With wgmma the cost
+  // also weighs each tile's step time (below); elsewhere each split takes the block shape
+  // chosen as above. One image's choice kept for a batch multiplied its
   // partials and waves (256->256 at 32x32: 45 instead of 54 us at batch 8 without it), and
   // an unsplit batch left big-K layers in one underfilled wave of 72-144 K steps (512->256
   // at 12x40, fp32: 473 instead of 311 us).
   Config best{Tile::k32x64w8, 0};
   long long best_cost = 0;
+  if (use_wgmma) {
+    // wgmma builds: the (tile, split) of the lowest cost, where a block's K step costs its
+    // tile's step time, in hundredths of a 64x64 step: larger tiles do more work per step
+    // time, smaller ones quantise the waves less. Fitted to fifth-session batch-8 sweeps of
+    // every wgmma tile and split (bench/NOTES.md v14): it picks the fastest configuration
+    // (or one within 1 us) on all 14 DLA-34 shapes, fp16 and fp32. fp32 holds one block of
+    // any tile per SM, 16-bit types two of the 64-row or 128x64 ones.
+    struct Step {
+      Tile tile;
+      long long step;
+    };
+    constexpr Step kSteps16[] = {{Tile::k64x64wg, 100}, {Tile::k128x64wg, 163}, {Tile::k64x128wg, 130}, {Tile::k128x128wg, 157}};
+    constexpr Step kSteps32[] = {{Tile::k64x64wg, 100}, {Tile::k128x64wg, 160}, {Tile::k64x128wg, 115}, {Tile::k128x128wg, 185}};
+    for (const Step& candidate : tf32x3 ? kSteps32 : kSteps16) {
+      const long long wave = (long long)sms * tile_blocks_per_sm<T>(candidate.tile, smem_per_sm);
+      if (wave == 0) continue;
+      for (long long split = 1; split <= cap; ++split) {
+        const long long waves = (tile_count(shape, candidate.tile) * split + wave - 1) / wave;
+        const long long cost = waves * ((shape.k_steps + split - 1) / split) * candidate.step * (7 + split);
+        if (best.split_k == 0 || cost < best_cost) {
+          best = Config{candidate.tile, (int)split};
+          best_cost = cost;
+        }
+      }
+    }
+    if (best.split_k > 0) return best;
+  }
   for (long long split = 1; split <= cap; ++split) {
     Config c = big_blocks ? one_per_sm(split, split) : Config{Tile::k32x64w8, 0};
     if (c.split_k == 0) c = fill_wave(shape, tiles, split, split);
@@ -1715,7 +1784,7 @@ inline cudaError_t launch_with(const ForwardArgs<T>& args, void* workspace, cuda
                              MmaShape<T, BM, BN, WARPS_M, THREADS>::kSmem, stream, gp, prepare);
 #define DCN_IGEMM_WGMMA_TILE(NAME, BM, BN)                                                        \
   case Tile::NAME:                                                                               \
-    if constexpr (wgmma_built<T>()) {                                                            \
+    if constexpr (wgmma_built<T>() && WgmmaShape<T, BM, BN>::kSmem <= kMaxSmemPerBlock) {       \
       return launch_dynamic<T>(igemm_wgmma_kernel<T, BM, BN>, grid, 256, WgmmaShape<T, BM, BN>::kSmem, \
                                stream, gp, prepare);                                             \
     }                                                                                            \
