@@ -622,14 +622,18 @@ __device__ __forceinline__ bool split_k_reduce(float (&acc)[kAcc], float* partia
   float* mine = partials + ((size_t)tile * split_k + split) * kAcc * threads;
 #pragma unroll
   for (int a = 0; a < kAcc; ++a) __stcg(mine + a * threads + threadIdx.x, acc[a]);
-  // Release this block's partials / acquire the others' (acq_rel: cheaper than the
-  // sequentially consistent __threadfence).
-  asm volatile("fence.acq_rel.gpu;\n" ::: "memory");
+  // One thread releases the block's partials and acquires the others' with one acq_rel
+  // atomic: the barrier before it orders every thread's stores before the release (PTX
+  // release is cumulative), the barrier after it orders the acquire before every thread's
+  // loads (a fence in each thread did the same work 256 times).
   __syncthreads();
-  if (threadIdx.x == 0) *flag = atomicAdd(counters + tile, 1) == split_k - 1;
+  if (threadIdx.x == 0) {
+    int before;
+    asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], 1;\n" : "=r"(before) : "l"(counters + tile) : "memory");
+    *flag = before == split_k - 1;
+  }
   __syncthreads();
   if (!*flag) return false;
-  asm volatile("fence.acq_rel.gpu;\n" ::: "memory");
   float sum[kAcc];
 #pragma unroll
   for (int a = 0; a < kAcc; ++a) sum[a] = 0.f;
