@@ -1610,9 +1610,9 @@ inline Config choose_config(const Shape& shape, int sms, int smem_per_sm, bool w
     // wgmma builds: the (tile, split) of the lowest cost, where a block's K step costs its
     // tile's step time, in hundredths of a 64x64 step: larger tiles do more work per step
     // time, smaller ones quantise the waves less. Fitted to fifth-session batch-8 sweeps of
-    // every wgmma tile and split (bench/NOTES.md v14): it picks the fastest configuration
-    // (or one within 1 us) on all 14 DLA-34 shapes, fp16 and fp32. fp32 holds one block of
-    // any tile per SM, 16-bit types two of the 64-row or 128x64 ones.
+    // every wgmma tile and split (bench/NOTES.md v14b, v14c): it picks the fastest
+    // configuration, or one within 1.2 us, on all 14 DLA-34 shapes in fp16, bf16 and fp32.
+    // fp32 holds one block of any tile per SM, 16-bit types two of the 64-row or 128x64 ones.
     struct Step {
       Tile tile;
       long long step;
