@@ -54,7 +54,6 @@ DT = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 TILES = {0: "32x64", 1: "64x64", 2: "64x128", 3: "32x128", 4: "32x64w8", 5: "64x64w8", 6: "64x128w8",
          7: "128x64w8", 8: "128x128w8", 9: "64x64wg", 10: "128x64wg", 11: "64x128wg", 12: "128x128wg",
          13: "64x256wg"}
-WGMMA_TILES = {9, 10, 11, 12, 13}
 TOO_BIG_FOR_FP32 = {13}  # 64x256wg with big and small fp32 parts: more shared memory than an SM has
 PHASES = os.environ.get("DEV_PHASES", "acc,prof,sweep").split(",")
 
