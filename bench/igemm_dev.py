@@ -53,7 +53,8 @@ gpu_us = gpu_time_us
 DT = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 TILES = {0: "32x64", 1: "64x64", 2: "64x128", 3: "32x128", 4: "32x64w8", 5: "64x64w8", 6: "64x128w8",
          7: "128x64w8", 8: "128x128w8", 9: "64x64wg", 10: "128x64wg", 11: "64x128wg", 12: "128x128wg",
-         13: "64x256wg"}
+         13: "64x256wg", 14: "64x64ws", 15: "64x128ws"}
+WS_TILES = {14, 15}  # warp-specialised: 3x3 kernels with one deformable group only
 TOO_BIG_FOR_FP32 = {13}  # 64x256wg with big and small fp32 parts: more shared memory than an SM has
 PHASES = os.environ.get("DEV_PHASES", "acc,prof,sweep").split(",")
 
@@ -78,7 +79,9 @@ def main():
             n, cin, cout, h, w, k, st, pd, dg = case
             x, off, mask, wt, b = make_inputs(n, cin, cout, h, w, dtype, k, st, pd, dg, seed=len(results["accuracy"]))
             ref = reference(x, off, mask, wt, b, st, pd, 1, 1, dg)
-            tiles = [t for t in TILES if dname != "fp32" or t not in TOO_BIG_FOR_FP32]
+            tiles = [int(t) for t in os.environ.get("DEV_ACC_TILES", ",".join(map(str, TILES))).split(",")]
+            tiles = [t for t in tiles if (dname != "fp32" or t not in TOO_BIG_FOR_FP32)
+                     and (t not in WS_TILES or k * k * dg <= 9)]
             ksteps = ext.auto_config(x, off, wt, st, pd, 1, dg)[2]
             chunk = 32 if dname == "fp32" else 64
             layouts = ["nchw"] + (["channels_last"] if (cin // dg) % chunk == 0 else [])

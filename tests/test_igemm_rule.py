@@ -168,11 +168,28 @@ def test_batch_one_takes_about_one_large_block_per_sm(choices):
             continue
         assert row["blocks"] * 10 >= 9 * SMS, (dtype, shape, row)
         assert row["blocks"] <= row["wave"] or row["split"] == 1, (dtype, shape, row)
-    k64x128w8, k64x128wg = 6, 11  # dcn::igemm::Tile
+    k64x128w8, k64x128ws = 6, 15  # dcn::igemm::Tile
     fp32_wide = rows[("fp32", 1, 128, 128, 64, 64)]
-    assert (fp32_wide["tile"], fp32_wide["split"]) == (k64x128wg if wgmma else k64x128w8, 2)
+    assert (fp32_wide["tile"], fp32_wide["split"]) == (k64x128ws if wgmma else k64x128w8, 2)
     if wgmma:
-        assert (rows[("fp16", 1, 128, 128, 64, 64)]["tile"], rows[("fp16", 1, 128, 128, 64, 64)]["split"]) == (k64x128wg, 2)
+        assert (rows[("fp16", 1, 128, 128, 64, 64)]["tile"], rows[("fp16", 1, 128, 128, 64, 64)]["split"]) == (k64x128ws, 2)
+
+
+@pytest.mark.parametrize("choices", [True], ids=["wgmma"], indirect=True)
+def test_batch_one_takes_the_warp_specialised_tiles_where_one_wave_holds_them(choices):
+    """Sixth-session sweep on an H100 (bench/NOTES.md v15): at batch 1 the warp-specialised
+    twin of a 64-row wgmma tile was faster on 12 of the 14 DLA-34 shapes in fp16 (and in
+    bf16 and fp32), e.g. 128->64 at 48x160 13.1 against 16.4 us. It holds one block per SM,
+    so a launch that needs more (64->64 at 128x128: 256 tiles) keeps the wgmma tile."""
+    _, rows = choices
+    k64x64wg, k128x64wg, k64x64ws, k64x128ws = 9, 10, 14, 15  # dcn::igemm::Tile
+    for dtype in ("fp16", "bf16", "fp32"):
+        assert rows[(dtype, 1, 128, 64, 48, 160)]["tile"] == k64x64ws, dtype
+        assert rows[(dtype, 1, 256, 256, 24, 80)]["tile"] == k64x128ws, dtype
+        assert rows[(dtype, 1, 64, 64, 128, 128)]["tile"] in (k64x64wg, k128x64wg), dtype
+    for (dtype, batch, *shape), row in rows.items():
+        if row["tile"] in (k64x64ws, k64x128ws):
+            assert batch == 1 and row["blocks"] <= row["wave"] == SMS, (dtype, batch, shape, row)
 
 
 def test_channels_last_input_and_packed_weights_shrink_the_workspace(choices):

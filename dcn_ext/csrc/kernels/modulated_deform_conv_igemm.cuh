@@ -22,9 +22,11 @@
 //     tensor cores work on the current one. Layers with few pixels and deep K (512->256
 //     at 16x16) split K over several blocks; the last block of a tile to finish adds the
 //     slices' fp32 partials (kept in the workspace) in a fixed order and runs the epilogue
-//     (bias, cast, NCHW or channels-last store). A channels-last input is read in place
-//     (no copy) and packed weights may come from the caller (dcn_ext keeps them), so the
-//     prepare kernel may be left out altogether.
+//     (bias, cast, NCHW or channels-last store). On sm_90a builds one image's 3x3 layers
+//     take warp-specialised blocks (kernel 2c): one warpgroup multiplies while three
+//     others gather and blend later K steps into a ring of shared-memory stages. A
+//     channels-last input is read in place (no copy) and packed weights may come from the
+//     caller (dcn_ext keeps them), so the prepare kernel may be left out altogether.
 #pragma once
 
 #include <cstddef>
@@ -61,9 +63,12 @@ enum class Tile : int {
   k32x64 = 0, k64x64 = 1, k64x128 = 2, k32x128 = 3,
   k32x64w8 = 4, k64x64w8 = 5, k64x128w8 = 6, k128x64w8 = 7, k128x128w8 = 8,
   k64x64wg = 9, k128x64wg = 10, k64x128wg = 11, k128x128wg = 12, k64x256wg = 13,
+  k64x64ws = 14, k64x128ws = 15,
 };
-constexpr int kTileCount = 14;
+constexpr int kTileCount = 16;
 inline bool is_wgmma_tile(Tile t) { return (int)t >= (int)Tile::k64x64wg; }
+// The warp-specialised wgmma tiles: one corner-table fill per block.
+inline bool is_ws_tile(Tile t) { return (int)t >= (int)Tile::k64x64ws; }
 
 struct Config {
   Tile tile;
@@ -78,7 +83,8 @@ inline TileShape tile_shape(Tile t) {
                                              {32, 128, 128}, {32, 64, 256},  {64, 64, 256},
                                              {64, 128, 256}, {128, 64, 256}, {128, 128, 256},
                                              {64, 64, 256},  {128, 64, 256}, {64, 128, 256},
-                                             {128, 128, 256}, {64, 256, 256}};
+                                             {128, 128, 256}, {64, 256, 256}, {64, 64, 512},
+                                             {64, 128, 512}};
   return kShapes[(int)t];
 }
 inline int tile_m(Tile t) { return tile_shape(t).m; }
@@ -430,6 +436,9 @@ struct GemmParams {
   int tiles_m;
   int patches_h, patches_w;  // patches per image column / row
   int split_k;
+  // Launched before the stream's previous kernel has finished (no prepare kernel; kernels
+  // that support it only): wait for it before the first access to global memory.
+  bool early_launch;
 };
 
 // Output pixel `pl` of pixel tile `tile`: false when it lies outside the image.
@@ -615,13 +624,18 @@ __device__ __forceinline__ void gather_pixels(const ulonglong2* entry, int eleme
 
 // Split-K: store this block's accumulators; if it is the tile's last slice to finish,
 // sum all slices in a fixed order (repeatable results). Returns whether to run the epilogue.
-template <int kAcc>
+// Every thread of the block calls it; the accumulators are those of the first kHolders
+// threads (0: all of them; the warp-specialised kernel's consumer warpgroup holds them all).
+template <int kAcc, int kHolders = 0>
 __device__ __forceinline__ bool split_k_reduce(float (&acc)[kAcc], float* partials, int* counters,
                                                int tile, int split, int split_k, int* flag) {
-  const int threads = (int)blockDim.x;
+  const int threads = kHolders > 0 ? kHolders : (int)blockDim.x;
+  const bool holder = kHolders == 0 || (int)threadIdx.x < kHolders;
   float* mine = partials + ((size_t)tile * split_k + split) * kAcc * threads;
+  if (holder) {
 #pragma unroll
-  for (int a = 0; a < kAcc; ++a) __stcg(mine + a * threads + threadIdx.x, acc[a]);
+    for (int a = 0; a < kAcc; ++a) __stcg(mine + a * threads + threadIdx.x, acc[a]);
+  }
   // One thread releases the block's partials and acquires the others' with one acq_rel
   // atomic: the barrier before it orders every thread's stores before the release (PTX
   // release is cumulative), the barrier after it orders the acquire before every thread's
@@ -634,6 +648,7 @@ __device__ __forceinline__ bool split_k_reduce(float (&acc)[kAcc], float* partia
   }
   __syncthreads();
   if (!*flag) return false;
+  if (!holder) return true;
   float sum[kAcc];
 #pragma unroll
   for (int a = 0; a < kAcc; ++a) sum[a] = 0.f;
@@ -641,7 +656,8 @@ __device__ __forceinline__ bool split_k_reduce(float (&acc)[kAcc], float* partia
   for (int s = 0; s < split_k; ++s) {
     const float* slice = partials + ((size_t)tile * split_k + s) * kAcc * threads;
 #pragma unroll
-    for (int a = 0; a < kAcc; ++a) sum[a] += s == split ? acc[a] : __ldcg(slice + a * threads + threadIdx.x);
+    for (int a = 0; a < kAcc; ++a)  // kHolders: its own slice from memory too (acc then needs no registers here)
+      sum[a] += kHolders == 0 && s == split ? acc[a] : __ldcg(slice + a * threads + threadIdx.x);
   }
 #pragma unroll
   for (int a = 0; a < kAcc; ++a) acc[a] = sum[a];
@@ -1149,8 +1165,14 @@ __global__ void __launch_bounds__(THREADS, MinBlocks<T, BM, BN, THREADS>::value)
   X(k64x128wg, 64, 128)          \
   X(k128x128wg, 128, 128)        \
   X(k64x256wg, 64, 256)
+// Warp-specialised tiles (kernel 2c): NAME, BM, BN, producer warpgroups. Three producers:
+// two were slower on 12 of the 14 DLA-34 shapes at batch 1 (fp16, fifth-session sweep).
+#define DCN_IGEMM_WS_TILES(X) \
+  X(k64x64ws, 64, 64, 3)      \
+  X(k64x128ws, 64, 128, 3)
 #else
 #define DCN_IGEMM_WGMMA_TILES(X)
+#define DCN_IGEMM_WS_TILES(X)
 #endif
 
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -1399,6 +1421,209 @@ __global__ void __launch_bounds__(256, WgmmaMinBlocks<T, BM, BN>::value) igemm_w
 }
 
 // ---------------------------------------------------------------------------------------
+// Kernel 2c: warp-specialised wgmma (sm_90a builds), the design bench/NOTES.md asked for.
+//
+// Why: in the kernels above every K step is one chain closed by a block-wide barrier
+// (gathers land, blend, store A, barrier, product), so all warps of a block wait on the
+// same gathers at the same time and a step takes about 1 us however few instructions it
+// has. Here the block's warpgroups take roles. Warpgroup 0 only multiplies: it waits for a
+// stage of the shared-memory ring to be full, runs wgmma on it and frees it. The other P
+// warpgroups (producers) each fill whole stages, taking the steps P apart: a producer
+// waits for its stage to be free, copies the step's weights (cp.async), gathers and blends
+// the step's A tile, and signals the stage full on an mbarrier. P steps are gathered at
+// once, each producer at its own point of the chain, and no barrier joins them.
+//
+// The corner table is filled once per block by all threads (one fill: 3x3 kernels with
+// one deformable group, valid_config), the steps run in the order of the other kernels
+// (chunk-major without split-K, tap-major slices with it), and the split-K reduction and
+// epilogue are theirs, run by the whole block with the consumer's accumulators; same
+// products in the same order, so the same bits as the other wgmma tiles at the same split.
+template <typename T, int BM, int BN, int P>
+struct WsShape {
+  static constexpr int kProducers = P;                // producer warpgroups
+  static constexpr int kThreads = 128 * (1 + P);
+  static constexpr int kAcc = BN / 2;                 // the consumer's accumulators per thread
+  static constexpr int kChunk = Traits<T>::kChunk;
+  static constexpr int kParts = Traits<T>::kTf32x3 ? 2 : 1;
+  static constexpr int kPixelsPerPass = 128 / kLanesPerPixel;  // a producer warpgroup's pixels per pass
+  static constexpr int PPT = BM / kPixelsPerPass;
+  static constexpr int BPT = BN / kPixelsPerPass;     // weight rows per producer thread
+  static constexpr int kAPart = BM * kSwizzleRow;     // one swizzled tile (1024-byte multiple)
+  static constexpr int kBPart = BN * kSwizzleRow;
+  static constexpr int kStageBytes = kParts * (kAPart + kBPart);  // A parts, then B parts
+  static constexpr int kSmemTable = kTableTaps * BM * kTableEntryBytes;
+  static constexpr int kAlignSlack = 1024;
+  static constexpr int kMaxStages = 6;
+  static constexpr int kFit = (kMaxSmemPerBlock - kSmemTable - kAlignSlack - 1024) / kStageBytes;
+  static constexpr int kStages = kFit < kMaxStages ? kFit : kMaxStages;
+  static constexpr int kSmem = kStages * kStageBytes + kSmemTable + kAlignSlack;
+  static_assert(BM == 64, "one consumer warpgroup: 64 pixels");
+  static_assert(BN == 64 || BN == 128, "wgmma N");
+  static_assert(kStages >= 2, "ring");
+  static_assert(BN * (BM + 8) * (int)sizeof(T) <= kStages * kStageBytes &&
+                    BM * (BN + 8) * (int)sizeof(T) <= kStages * kStageBytes,
+                "epilogue staging fits");
+};
+
+__device__ __forceinline__ uint32_t smem_address(const void* p) { return (uint32_t)__cvta_generic_to_shared(p); }
+__device__ __forceinline__ void mbarrier_init(uint64_t* bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_address(bar)), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbarrier_arrive(uint64_t* bar) {
+  asm volatile("mbarrier.arrive.release.cta.shared::cta.b64 _, [%0];\n" ::"r"(smem_address(bar)) : "memory");
+}
+// Returns once the barrier's phase of this parity has completed (acquire).
+__device__ __forceinline__ void mbarrier_wait(uint64_t* bar, uint32_t parity) {
+  asm volatile(
+      "{\n.reg .pred done;\nWAIT:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+      "@!done bra WAIT;\n}\n" ::"r"(smem_address(bar)),
+      "r"(parity)
+      : "memory");
+}
+
+template <typename T, int BM, int BN, int P>
+__global__ void __launch_bounds__(WsShape<T, BM, BN, P>::kThreads, 1) igemm_ws_kernel(GemmParams<T> p) {
+#if defined(DCN_IGEMM_WGMMA_DEVICE)
+  if (DCN_IGEMM_PROBE == 1) return;
+  using K = WsShape<T, BM, BN, P>;
+  constexpr int S = K::kStages;
+  extern __shared__ uint4 smem_dyn[];
+  __shared__ int last_flag;
+  __shared__ uint64_t full[S], empty[S];  // per stage: filled by a producer / freed by the consumer
+  const uint32_t base = smem_address(smem_dyn);
+  char* smem = reinterpret_cast<char*>(smem_dyn) + ((K::kAlignSlack - base % K::kAlignSlack) % K::kAlignSlack);
+  const Shape& s = p.s;
+  const int tid = threadIdx.x;
+  const int tile_m_idx = blockIdx.x % p.tiles_m, tile_n_idx = blockIdx.x / p.tiles_m;
+  const int split = blockIdx.y;
+  const int n0 = tile_n_idx * BN;
+  if (p.early_launch) wait_for_prepare();  // the launch overlapped the previous kernel's tail
+  const float bias = tile_bias<T, BN>(p, n0);
+  CornerTable table;
+  table.weights = reinterpret_cast<float4*>(smem + S * K::kStageBytes);
+  table.where = reinterpret_cast<ulonglong2*>(smem + S * K::kStageBytes + kTableTaps * BM * 16);
+  const int k_begin = (int)((long long)s.k_steps * split / p.split_k);
+  const int k_end = (int)((long long)s.k_steps * (split + 1) / p.split_k);
+  const int steps = k_end - k_begin;
+  const int cpq = s.chunks_per_q, taps = s.taps, per_group = cpq * taps;
+  const bool chunk_major = p.split_k == 1;
+  // The table's (group, tap) pairs: all of them without split-K, the slice's with it.
+  const int q_lo = chunk_major ? 0 : k_begin / cpq;
+  const int nq = chunk_major ? s.dg * taps : (steps > 0 ? (k_end - 1) / cpq - q_lo + 1 : 0);
+  if (tid == 0) {
+    for (int i = 0; i < S; ++i) {
+      mbarrier_init(&full[i], 4);   // the four warps of one producer warpgroup
+      mbarrier_init(&empty[i], 4);  // the four consumer warps
+    }
+  }
+  if (nq > 0) fill_corner_table<T, K::kThreads / BM>(p, table, BM, tile_m_idx, q_lo, nq);
+  wait_for_prepare();
+  __syncthreads();
+
+  // Set by the consumer only: left undefined in the producers, it takes no registers there.
+  float acc[K::kAcc];
+  const int lane = tid % 32;
+  if (tid < 128) {
+#pragma unroll
+    for (int a = 0; a < K::kAcc; ++a) acc[a] = 0.f;
+    // Consumer: the product of stage i overlaps the wait for stage i + 1; stage i is freed
+    // once the product of stage i + 1 has been issued and that of i has finished.
+    const uint64_t desc_a = wgmma_descriptor(smem);
+    const uint64_t desc_b = wgmma_descriptor(smem + K::kParts * K::kAPart);
+    for (int i = 0; i < steps; ++i) {
+      const int stage = i % S;
+      mbarrier_wait(&full[stage], (uint32_t)(i / S) & 1u);
+      const uint64_t a = desc_a + (uint64_t)(stage * K::kStageBytes / 16);
+      const uint64_t b = desc_b + (uint64_t)(stage * K::kStageBytes / 16);
+#pragma unroll
+      for (int r = 0; r < K::kAcc; ++r) asm volatile("" : "+f"(acc[r])::"memory");
+      asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#pragma unroll
+      for (int kk = 0; kk < kSwizzleRow / 32; ++kk) {
+        const uint64_t step = (uint64_t)(kk * 32 / 16);
+        if constexpr (K::kParts == 2) {  // 3xTF32, small products first (as WgmmaStage)
+          Wgmma<T, BN>::run(acc, a + K::kAPart / 16 + step, b + step);
+          Wgmma<T, BN>::run(acc, a + step, b + K::kBPart / 16 + step);
+        }
+        Wgmma<T, BN>::run(acc, a + step, b + step);
+      }
+      asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+      asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+      if (i > 0 && lane == 0) mbarrier_arrive(&empty[(i - 1) % S]);
+    }
+    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+#pragma unroll
+    for (int r = 0; r < K::kAcc; ++r) asm volatile("" : "+f"(acc[r])::"memory");
+  } else {
+    // Producer warpgroup `group` fills the stages of steps group, group + P, ...
+    const int group = tid / 128 - 1, t = tid % 128;
+    const int lane8 = t % kLanesPerPixel, pixel0 = t / kLanesPerPixel;
+    const size_t k_total = (size_t)s.k_steps * K::kChunk;
+    const T* b_src = p.weight_packed + (size_t)(n0 + pixel0) * k_total + lane8 * Traits<T>::kVec;
+    for (int i = group; i < steps; i += P) {
+      const int stage = i % S, ks = k_begin + i;
+      int q, chunk;
+      if (chunk_major) {
+        const int g = ks / per_group, r = ks - g * per_group;
+        chunk = r / taps;
+        q = g * taps + (r - chunk * taps);
+      } else {
+        q = ks / cpq;
+        chunk = ks - q * cpq;
+      }
+      mbarrier_wait(&empty[stage], ((uint32_t)(i / S) & 1u) ^ 1u);
+      char* a_tile = smem + stage * K::kStageBytes;
+      char* b_tile = a_tile + K::kParts * K::kAPart;
+      const T* src = b_src + (size_t)(q * cpq + chunk) * K::kChunk;  // packed K order: tap-major
+#pragma unroll
+      for (int part = 0; part < K::kParts; ++part)
+#pragma unroll
+        for (int j = 0; j < K::BPT; ++j)
+          cp_async16(b_tile + part * K::kBPart + swizzled(pixel0 + j * K::kPixelsPerPass, lane8),
+                     src + part * (size_t)s.cout_pad * k_total + (size_t)j * K::kPixelsPerPass * k_total);
+      cp_async_commit();
+      uint4 v[K::PPT][4];
+      gather_pixels<T, K::PPT, K::kPixelsPerPass>(table.where + 2 * ((q - q_lo) * BM + pixel0),
+                                                   chunk * K::kChunk + lane8 * Traits<T>::kVec, v);
+#pragma unroll
+      for (int j = 0; j < K::PPT; ++j) {
+        const int pl = pixel0 + j * K::kPixelsPerPass;
+        const uint4 packed = blend_vector<T>(v[j], table.weights[(q - q_lo) * BM + pl]);
+        char* dst = a_tile + swizzled(pl, lane8);
+        if constexpr (K::kParts == 2) {
+          store_split_tf32(packed, dst, K::kAPart);
+        } else {
+          *reinterpret_cast<uint4*>(dst) = packed;
+        }
+      }
+      cp_async_wait_all();
+      // Each thread's tile stores are made visible to the tensor cores' async proxy, then
+      // its warp signals (release): the consumer's wait acquires all four warps' stores.
+      asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+      __syncwarp();
+      if (lane == 0) mbarrier_arrive(&full[stage]);
+    }
+  }
+  __syncthreads();  // every stage consumed: the ring is free for the epilogue's staging
+  if (p.split_k > 1) {
+    if (!split_k_reduce<K::kAcc, 128>(acc, p.partials, p.counters, blockIdx.x, split, p.split_k, &last_flag)) return;
+  }
+  // The consumer's accumulators in wgmma's m64nN layout (as igemm_wgmma_kernel).
+  const int warp = tid / 32;
+  store_tile<T, BM, BN, K::kThreads>(p, smem, tile_m_idx, n0, bias, [&](auto&& put) {
+    if (tid < 128) {
+#pragma unroll
+      for (int i = 0; i < K::kAcc; ++i)
+        put(warp * 16 + lane / 4 + 8 * ((i / 2) % 2), 8 * (i / 4) + 2 * (lane % 4) + i % 2, acc[i]);
+    }
+  });
+#elif defined(__CUDA_ARCH__)
+  __trap();  // never launched: the host picks these tiles only for sm_90a builds on sm_90
+#endif
+}
+
+// ---------------------------------------------------------------------------------------
 // Host side.
 inline int device_sm_count() {
   int dev = 0, sms = 132;
@@ -1437,6 +1662,7 @@ template <typename T>
 inline bool valid_config(const Shape& s, const Config& c) {
   if (c.split_k < 1 || c.split_k > s.k_steps) return false;
   if ((int)c.tile < 0 || (int)c.tile >= kTileCount) return false;
+  if (is_ws_tile(c.tile) && s.dg * s.taps > kTableTaps) return false;  // one corner-table fill per block
   return !is_wgmma_tile(c.tile) || wgmma_built<T>();
 }
 
@@ -1468,6 +1694,13 @@ inline int tile_blocks_per_sm(Tile t, int smem_per_sm) {
     break;
     DCN_IGEMM_WGMMA_TILES(DCN_IGEMM_WGMMA_OCCUPANCY)
 #undef DCN_IGEMM_WGMMA_OCCUPANCY
+#define DCN_IGEMM_WS_OCCUPANCY(NAME, BM, BN, P) \
+  case Tile::NAME:                              \
+    smem = WsShape<T, BM, BN, P>::kSmem;        \
+    bound = 1;                                  \
+    break;
+    DCN_IGEMM_WS_TILES(DCN_IGEMM_WS_OCCUPANCY)
+#undef DCN_IGEMM_WS_OCCUPANCY
     default:
       break;
   }
@@ -1587,11 +1820,21 @@ inline Config choose_config(const Shape& shape, int sms, int smem_per_sm, bool w
     }
     return Config{Tile::k32x64w8, 0};
   };
+  // Batch 1 on wgmma builds: the warp-specialised twin of the chosen 64-row wgmma tile,
+  // where its blocks (one per SM) fit one wave and one corner-table fill serves the kernel
+  // (sixth-session sweep, bench/NOTES.md v15: fastest on 12 of the 14 DLA-34 shapes).
+  auto warp_specialised = [&](Config c) {
+    if (!use_wgmma || shape.dg * shape.taps > kTableTaps) return c;
+    const Tile ws = c.tile == Tile::k64x64wg ? Tile::k64x64ws : c.tile == Tile::k64x128wg ? Tile::k64x128ws : c.tile;
+    if (ws == c.tile || tile_count(shape, ws) * c.split_k > (long long)sms * tile_blocks_per_sm<T>(ws, smem_per_sm))
+      return c;
+    return Config{ws, c.split_k};
+  };
   const bool big_blocks = use_wgmma || tf32x3;
   if (shape.batch == 1) {
     if (big_blocks) {
       const Config c = one_per_sm(1, kMaxBigSplit);
-      if (c.split_k > 0) return c;
+      if (c.split_k > 0) return warp_specialised(c);
     }
     const Config one_wave = fill_wave(shape, tiles, 1, cap);
     return one_wave.split_k > 0 ? one_wave : several_waves(1);
@@ -1701,9 +1944,14 @@ inline size_t workspace_bytes_for(const ForwardArgs<T>& a, const Config& c) {
 // 512x512: 302 against 278 us; the early blocks cost the prepare kernel more than the
 // overlap saves), 16-bit ones only with more blocks than SMs (about 1 us a layer gained
 // at two blocks per SM, 5 us lost at one: 128->128 at 48x160), fp32 unsplit ones always.
+//
+// Without a prepare kernel, kernels that wait first (early_launch_ok: the warp-specialised
+// ones) are launched programmatically too: their launch and block start-up then overlap
+// the previous kernel's last blocks, and griddepcontrol.wait at their entry keeps every
+// global access after that kernel's completion.
 template <typename T, typename KernelFn>
 inline cudaError_t launch_dynamic(KernelFn kernel, dim3 grid, int threads, int smem, cudaStream_t stream,
-                                  const GemmParams<T>& gp, bool after_prepare) {
+                                  GemmParams<T> gp, bool after_prepare, bool early_launch_ok = false) {
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return err;
   int dev = 0, major = 0;
@@ -1718,7 +1966,8 @@ inline cudaError_t launch_dynamic(KernelFn kernel, dim3 grid, int threads, int s
   overlap[0].val.programmaticStreamSerializationAllowed = 1;
   config.attrs = overlap;
   const bool overlap_pays = gp.split_k == 1 && (Traits<T>::kTf32x3 || (long long)grid.x * grid.y > device_sm_count());
-  config.numAttrs = major >= 9 && after_prepare && overlap_pays ? 1 : 0;  // griddepcontrol: Hopper on
+  gp.early_launch = major >= 9 && !after_prepare && early_launch_ok;
+  config.numAttrs = major >= 9 && ((after_prepare && overlap_pays) || gp.early_launch) ? 1 : 0;  // griddepcontrol: Hopper on
   return cudaLaunchKernelEx(&config, kernel, gp);
 }
 
@@ -1780,6 +2029,7 @@ inline cudaError_t launch_with(const ForwardArgs<T>& args, void* workspace, cuda
   gp.patches_h = (s.out_h + tile_m(config.tile) / kPatchW - 1) / (tile_m(config.tile) / kPatchW);
   gp.patches_w = (s.out_w + kPatchW - 1) / kPatchW;
   gp.split_k = config.split_k;
+  gp.early_launch = false;  // launch_dynamic decides
   const dim3 grid((unsigned)tiles, (unsigned)config.split_k);
   {
 #define DCN_IGEMM_TILE(NAME, BM, BN, WARPS_M, THREADS)                                          \
@@ -1793,14 +2043,23 @@ inline cudaError_t launch_with(const ForwardArgs<T>& args, void* workspace, cuda
                                stream, gp, prepare);                                             \
     }                                                                                            \
     return cudaErrorInvalidValue;
+#define DCN_IGEMM_WS_TILE(NAME, BM, BN, P)                                                             \
+  case Tile::NAME:                                                                                     \
+    if constexpr (wgmma_built<T>()) {                                                                  \
+      return launch_dynamic<T>(igemm_ws_kernel<T, BM, BN, P>, grid, WsShape<T, BM, BN, P>::kThreads,    \
+                               WsShape<T, BM, BN, P>::kSmem, stream, gp, prepare, true);               \
+    }                                                                                                  \
+    return cudaErrorInvalidValue;
     switch (config.tile) {
       DCN_IGEMM_TILES(DCN_IGEMM_TILE)
       DCN_IGEMM_WGMMA_TILES(DCN_IGEMM_WGMMA_TILE)
+      DCN_IGEMM_WS_TILES(DCN_IGEMM_WS_TILE)
       default:
         break;
     }
 #undef DCN_IGEMM_TILE
 #undef DCN_IGEMM_WGMMA_TILE
+#undef DCN_IGEMM_WS_TILE
   }
   return cudaErrorInvalidValue;
 }
