@@ -1505,12 +1505,12 @@ __global__ void __launch_bounds__(WsShape<T, BM, BN, P>::kThreads, 1) igemm_ws_k
   table.where = reinterpret_cast<ulonglong2*>(smem + S * K::kStageBytes + kTableTaps * BM * 16);
   const int k_begin = (int)((long long)s.k_steps * split / p.split_k);
   const int k_end = (int)((long long)s.k_steps * (split + 1) / p.split_k);
-  const int steps = k_end - k_begin;
   const int cpq = s.chunks_per_q, taps = s.taps, per_group = cpq * taps;
   const bool chunk_major = p.split_k == 1;
   // The table's (group, tap) pairs: all of them without split-K, the slice's with it.
   const int q_lo = chunk_major ? 0 : k_begin / cpq;
-  const int nq = chunk_major ? s.dg * taps : (steps > 0 ? (k_end - 1) / cpq - q_lo + 1 : 0);
+  const int nq = DCN_IGEMM_PROBE == 2 ? 0 : chunk_major ? s.dg * taps : (k_end > k_begin ? (k_end - 1) / cpq - q_lo + 1 : 0);
+  const int steps = DCN_IGEMM_PROBE >= 2 ? 0 : k_end - k_begin;
   if (tid == 0) {
     for (int i = 0; i < S; ++i) {
       mbarrier_init(&full[i], 4);   // the four warps of one producer warpgroup
@@ -1559,11 +1559,11 @@ __global__ void __launch_bounds__(WsShape<T, BM, BN, P>::kThreads, 1) igemm_ws_k
     // Producer warpgroup `group` fills the stages of steps group, group + P, ...
     const int group = tid / 128 - 1, t = tid % 128;
     const int lane8 = t % kLanesPerPixel, pixel0 = t / kLanesPerPixel;
+    const int element = lane8 * Traits<T>::kVec;
     const size_t k_total = (size_t)s.k_steps * K::kChunk;
-    const T* b_src = p.weight_packed + (size_t)(n0 + pixel0) * k_total + lane8 * Traits<T>::kVec;
-    for (int i = group; i < steps; i += P) {
-      const int stage = i % S, ks = k_begin + i;
-      int q, chunk;
+    const T* b_src = p.weight_packed + (size_t)(n0 + pixel0) * k_total + element;
+    auto step_of = [&](int i, int& q, int& chunk) {  // (group and tap, channel chunk) of step i
+      const int ks = k_begin + i;
       if (chunk_major) {
         const int g = ks / per_group, r = ks - g * per_group;
         chunk = r / taps;
@@ -1572,6 +1572,18 @@ __global__ void __launch_bounds__(WsShape<T, BM, BN, P>::kThreads, 1) igemm_ws_k
         q = ks / cpq;
         chunk = ks - q * cpq;
       }
+    };
+    int q = 0, chunk = 0;
+    uint4 v[K::PPT][4];
+    if (group < steps) {
+      step_of(group, q, chunk);
+      gather_pixels<T, K::PPT, K::kPixelsPerPass>(table.where + 2 * ((q - q_lo) * BM + pixel0),
+                                                   chunk * K::kChunk + element, v);
+    }
+    for (int i = group; i < steps; i += P) {
+      const int stage = i % S, next = i + P;
+      int q_next = 0, chunk_next = 0;
+      if (next < steps) step_of(next, q_next, chunk_next);
       mbarrier_wait(&empty[stage], ((uint32_t)(i / S) & 1u) ^ 1u);
       char* a_tile = smem + stage * K::kStageBytes;
       char* b_tile = a_tile + K::kParts * K::kAPart;
@@ -1583,9 +1595,9 @@ __global__ void __launch_bounds__(WsShape<T, BM, BN, P>::kThreads, 1) igemm_ws_k
           cp_async16(b_tile + part * K::kBPart + swizzled(pixel0 + j * K::kPixelsPerPass, lane8),
                      src + part * (size_t)s.cout_pad * k_total + (size_t)j * K::kPixelsPerPass * k_total);
       cp_async_commit();
-      uint4 v[K::PPT][4];
-      gather_pixels<T, K::PPT, K::kPixelsPerPass>(table.where + 2 * ((q - q_lo) * BM + pixel0),
-                                                   chunk * K::kChunk + lane8 * Traits<T>::kVec, v);
+      // Each pixel's registers, once blended, take its corners of step `next`: those gathers
+      // are in flight for the rest of this step, the signal and the wait for the next stage
+      // (the gathers' round trip, not the blend, is a producer's longest wait).
 #pragma unroll
       for (int j = 0; j < K::PPT; ++j) {
         const int pl = pixel0 + j * K::kPixelsPerPass;
@@ -1596,6 +1608,7 @@ __global__ void __launch_bounds__(WsShape<T, BM, BN, P>::kThreads, 1) igemm_ws_k
         } else {
           *reinterpret_cast<uint4*>(dst) = packed;
         }
+        if (next < steps) gather4<T>(table.where + 2 * ((q_next - q_lo) * BM + pl), chunk_next * K::kChunk + element, v[j]);
       }
       cp_async_wait_all();
       // Each thread's tile stores are made visible to the tensor cores' async proxy, then
@@ -1603,6 +1616,8 @@ __global__ void __launch_bounds__(WsShape<T, BM, BN, P>::kThreads, 1) igemm_ws_k
       asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
       __syncwarp();
       if (lane == 0) mbarrier_arrive(&full[stage]);
+      q = q_next;
+      chunk = chunk_next;
     }
   }
   __syncthreads();  // every stage consumed: the ring is free for the epilogue's staging
