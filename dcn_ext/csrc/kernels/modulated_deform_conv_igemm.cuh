@@ -1573,21 +1573,12 @@ __global__ void __launch_bounds__(WsShape<T, BM, BN, P>::kThreads, 1) igemm_ws_k
         chunk = ks - q * cpq;
       }
     };
-    int q = 0, chunk = 0;
-    uint4 v[K::PPT][4];
-    if (group < steps) {
-      step_of(group, q, chunk);
-      gather_pixels<T, K::PPT, K::kPixelsPerPass>(table.where + 2 * ((q - q_lo) * BM + pixel0),
-                                                   chunk * K::kChunk + element, v);
-    }
-    for (int i = group; i < steps; i += P) {
-      const int stage = i % S, next = i + P;
-      int q_next = 0, chunk_next = 0;
-      if (next < steps) step_of(next, q_next, chunk_next);
+    // Waits until step i's stage is free and starts copying its weights.
+    auto copy_weights = [&](int i, int q_i, int chunk_i) {
+      const int stage = i % S;
       mbarrier_wait(&empty[stage], ((uint32_t)(i / S) & 1u) ^ 1u);
-      char* a_tile = smem + stage * K::kStageBytes;
-      char* b_tile = a_tile + K::kParts * K::kAPart;
-      const T* src = b_src + (size_t)(q * cpq + chunk) * K::kChunk;  // packed K order: tap-major
+      char* b_tile = smem + stage * K::kStageBytes + K::kParts * K::kAPart;
+      const T* src = b_src + (size_t)(q_i * cpq + chunk_i) * K::kChunk;  // packed K order: tap-major
 #pragma unroll
       for (int part = 0; part < K::kParts; ++part)
 #pragma unroll
@@ -1595,6 +1586,27 @@ __global__ void __launch_bounds__(WsShape<T, BM, BN, P>::kThreads, 1) igemm_ws_k
           cp_async16(b_tile + part * K::kBPart + swizzled(pixel0 + j * K::kPixelsPerPass, lane8),
                      src + part * (size_t)s.cout_pad * k_total + (size_t)j * K::kPixelsPerPass * k_total);
       cp_async_commit();
+    };
+    // A producer starts its next step's weight copy before it signals this step, so that
+    // the copy's round trip leaves its chain. That waits for the next step's stage before
+    // this step is full: the consumer must be able to free it without this step, i.e. the
+    // stage's previous step (next - S) must come before this step's predecessor (S >= P + 2;
+    // fp32's 64x128 ring has 4 stages and copies at the start of each step instead).
+    constexpr bool kEarlyWeights = S >= P + 2;
+    int q = 0, chunk = 0;
+    uint4 v[K::PPT][4];
+    if (group < steps) {
+      step_of(group, q, chunk);
+      if (kEarlyWeights) copy_weights(group, q, chunk);
+      gather_pixels<T, K::PPT, K::kPixelsPerPass>(table.where + 2 * ((q - q_lo) * BM + pixel0),
+                                                   chunk * K::kChunk + element, v);
+    }
+    for (int i = group; i < steps; i += P) {
+      const int stage = i % S, next = i + P;
+      int q_next = 0, chunk_next = 0;
+      if (next < steps) step_of(next, q_next, chunk_next);
+      if (!kEarlyWeights) copy_weights(i, q, chunk);
+      char* a_tile = smem + stage * K::kStageBytes;
       // Each pixel's registers, once blended, take its corners of step `next`: those gathers
       // are in flight for the rest of this step, the signal and the wait for the next stage
       // (the gathers' round trip, not the blend, is a producer's longest wait).
@@ -1610,7 +1622,12 @@ __global__ void __launch_bounds__(WsShape<T, BM, BN, P>::kThreads, 1) igemm_ws_k
         }
         if (next < steps) gather4<T>(table.where + 2 * ((q_next - q_lo) * BM + pl), chunk_next * K::kChunk + element, v[j]);
       }
-      cp_async_wait_all();
+      if (kEarlyWeights && next < steps) {
+        copy_weights(next, q_next, chunk_next);
+        cp_async_wait_pending<1>();  // this step's weights; the next step's may still fly
+      } else {
+        cp_async_wait_all();
+      }
       // Each thread's tile stores are made visible to the tensor cores' async proxy, then
       // its warp signals (release): the consumer's wait acquires all four warps' stores.
       asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
