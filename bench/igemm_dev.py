@@ -56,7 +56,7 @@ TILES = {0: "32x64", 1: "64x64", 2: "64x128", 3: "32x128", 4: "32x64w8", 5: "64x
          13: "64x256wg", 14: "64x64ws", 15: "64x128ws"}
 WS_TILES = {14, 15}  # warp-specialised: 3x3 kernels with one deformable group only
 TOO_BIG_FOR_FP32 = {13}  # 64x256wg with big and small fp32 parts: more shared memory than an SM has
-PHASES = os.environ.get("DEV_PHASES", "acc,prof,sweep").split(",")
+PHASES = os.environ.get("DEV_PHASES", "acc,bits,prof,sweep").split(",")
 
 
 def main():
@@ -106,6 +106,25 @@ def main():
                 if not rep or not (e < (1e-5 if dname == "fp32" else 2e-3)):
                     print(f"BAD {dname} {case} tile={tile} split={split} {layout} err={e:.3g} repeat={rep}", flush=True)
     print("worst rel L2:", worst, flush=True)
+    # --- the warp-specialised tiles give the bits of their wgmma twins at the same split
+    twins = {14: 9, 15: 11}
+    bits_bad = 0
+    for dname in (DT if "bits" in PHASES else []):
+        for (n, cin, cout, h, w) in [(1, 64, 64, 16, 16), (3, 72, 40, 17, 23), (1, 512, 256, 16, 16),
+                                     (2, 128, 130, 13, 29), (1, 256, 128, 32, 32)]:
+            x, off, mask, wt, b = make_inputs(n, cin, cout, h, w, DT[dname])
+            for split in [1, 2, 3, 8]:
+                outs = {}
+                for tile in [*twins, *twins.values()]:
+                    ws = torch.empty(ext.workspace_bytes(x, off, wt, 1, 1, 1, 1, tile, split), dtype=torch.uint8, device="cuda")
+                    outs[tile] = ext.forward(x, off, mask, wt, b, ws, 1, 1, 1, 1, tile, split, None, None)
+                same = {TILES[t]: bool(torch.equal(outs[t], outs[twin])) for t, twin in twins.items()}
+                bits_bad += not all(same.values())
+                results.setdefault("bits", []).append(dict(dtype=dname, case=(n, cin, cout, h, w), split=split, same=same))
+                if not all(same.values()):
+                    print(f"BAD bits {dname} {(n, cin, cout, h, w)} split={split}: {same}", flush=True)
+    if "bits" in PHASES:
+        print("ws tiles vs wgmma twins:", "identical bits" if bits_bad == 0 else f"{bits_bad} cases differ", flush=True)
     # --- per-kernel split of a call (prepare vs GEMM)
     from torch.profiler import profile, ProfilerActivity
     for (cin, cout, h, w) in ([(64, 64, 128, 128), (512, 256, 16, 16), (128, 128, 64, 64), (64, 64, 96, 320)] if "prof" in PHASES else []):
