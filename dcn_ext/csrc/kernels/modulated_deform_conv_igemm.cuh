@@ -1245,6 +1245,28 @@ DCN_WGMMA_ALL(float, "k8.f32.tf32.tf32", "1, 1")
 #undef DCN_WGMMA_REGS32
 #undef DCN_WGMMA_REGS64
 
+// One K step of a warpgroup's product from swizzled tiles (descriptors a, b): 32 bytes of
+// each row per instruction. 3xTF32 (kParts 2; the small parts kASmall / kBSmall bytes after
+// the big ones) in the mma.sync kernel's order: the small products first, so that they are
+// not lost against the big one. Every wgmma kernel multiplies through here: same products
+// in the same order, hence the same bits at the same split.
+template <typename T, int N, int kParts, int kASmall, int kBSmall>
+__device__ __forceinline__ void wgmma_k_step(float* acc, uint64_t a, uint64_t b) {
+#pragma unroll
+  for (int kk = 0; kk < kSwizzleRow / 32; ++kk) {
+    const uint64_t step = (uint64_t)(kk * 32 / 16);  // descriptor addresses count 16 bytes
+    if constexpr (kParts == 2) {
+      Wgmma<T, N>::run(acc, a + kASmall / 16 + step, b + step);
+      Wgmma<T, N>::run(acc, a + step, b + kBSmall / 16 + step);
+    }
+    Wgmma<T, N>::run(acc, a + step, b + step);
+  }
+}
+
+// The wgmma kernels start their tiles on the dynamic shared memory's first 1024-byte
+// boundary (the 128-byte swizzle repeats every 1024 bytes) and reserve this much for it.
+constexpr int kAlignSlack = 1024;
+
 template <typename T, int BM, int BN>
 struct WgmmaShape {
   static constexpr int kThreads = 256;                // two warpgroups
@@ -1264,7 +1286,6 @@ struct WgmmaShape {
   static constexpr int kSmemA = kParts * kATile;
   static constexpr int kSmemB = kParts * kBTile;
   static constexpr int kSmemTable = kTableTaps * BM * kTableEntryBytes;
-  static constexpr int kAlignSlack = 1024;  // the swizzle repeats every 1024 bytes: tiles start on one
   static constexpr int kSmem = kSmemA + kSmemB + kSmemTable + kAlignSlack;
   static_assert(BM == 64 || BM == 128, "tile");
   static_assert(kGroupN == 32 || kGroupN == 64 || kGroupN == 128, "wgmma N");
@@ -1328,17 +1349,7 @@ struct WgmmaStage {
 #pragma unroll
     for (int i = 0; i < K::kAcc; ++i) asm volatile("" : "+f"(acc[i])::"memory");
     asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
-#pragma unroll
-    for (int kk = 0; kk < kSwizzleRow / 32; ++kk) {  // 32 bytes of each row per instruction
-      const uint64_t step = (uint64_t)(kk * 32 / 16);
-      if constexpr (K::kParts == 2) {
-        // 3xTF32 in the mma.sync kernel's order: the small products first, so that they
-        // are not lost against the big one.
-        Wgmma<T, K::kGroupN>::run(acc, a + K::kATile / 16 + step, b + step);
-        Wgmma<T, K::kGroupN>::run(acc, a + step, b + K::kBTile / 16 + step);
-      }
-      Wgmma<T, K::kGroupN>::run(acc, a + step, b + step);
-    }
+    wgmma_k_step<T, K::kGroupN, K::kParts, K::kATile, K::kBTile>(acc, a, b);
     asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
 #endif
   }
@@ -1371,9 +1382,10 @@ __global__ void __launch_bounds__(256, WgmmaMinBlocks<T, BM, BN>::value) igemm_w
   __shared__ int last_flag;
   // Aligned by pointer arithmetic on the shared array, not through an integer: the compiler
   // then still knows every table and tile access is to shared memory (LDS/STS; through an
-  // integer round trip they became generic loads and stores with 64-bit addresses).
+  // integer round trip they became generic loads and stores with 64-bit addresses). A helper
+  // function returning the pointer changed the kernels' code as well.
   const uint32_t base = (uint32_t)__cvta_generic_to_shared(smem_dyn);
-  char* smem = reinterpret_cast<char*>(smem_dyn) + ((K::kAlignSlack - base % K::kAlignSlack) % K::kAlignSlack);
+  char* smem = reinterpret_cast<char*>(smem_dyn) + ((kAlignSlack - base % kAlignSlack) % kAlignSlack);
   const Shape& s = p.s;
   const int tid = threadIdx.x;
   const int tile_m_idx = blockIdx.x % p.tiles_m, tile_n_idx = blockIdx.x / p.tiles_m;
@@ -1453,7 +1465,6 @@ struct WsShape {
   static constexpr int kBPart = BN * kSwizzleRow;
   static constexpr int kStageBytes = kParts * (kAPart + kBPart);  // A parts, then B parts
   static constexpr int kSmemTable = kTableTaps * BM * kTableEntryBytes;
-  static constexpr int kAlignSlack = 1024;
   static constexpr int kMaxStages = 6;
   static constexpr int kFit = (kMaxSmemPerBlock - kSmemTable - kAlignSlack - 1024) / kStageBytes;
   static constexpr int kStages = kFit < kMaxStages ? kFit : kMaxStages;
@@ -1492,8 +1503,8 @@ __global__ void __launch_bounds__(WsShape<T, BM, BN, P>::kThreads, 1) igemm_ws_k
   extern __shared__ uint4 smem_dyn[];
   __shared__ int last_flag;
   __shared__ uint64_t full[S], empty[S];  // per stage: filled by a producer / freed by the consumer
-  const uint32_t base = smem_address(smem_dyn);
-  char* smem = reinterpret_cast<char*>(smem_dyn) + ((K::kAlignSlack - base % K::kAlignSlack) % K::kAlignSlack);
+  const uint32_t base = smem_address(smem_dyn);  // aligned as in igemm_wgmma_kernel
+  char* smem = reinterpret_cast<char*>(smem_dyn) + ((kAlignSlack - base % kAlignSlack) % kAlignSlack);
   const Shape& s = p.s;
   const int tid = threadIdx.x;
   const int tile_m_idx = blockIdx.x % p.tiles_m, tile_n_idx = blockIdx.x / p.tiles_m;
@@ -1540,15 +1551,7 @@ __global__ void __launch_bounds__(WsShape<T, BM, BN, P>::kThreads, 1) igemm_ws_k
 #pragma unroll
       for (int r = 0; r < K::kAcc; ++r) asm volatile("" : "+f"(acc[r])::"memory");
       asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
-#pragma unroll
-      for (int kk = 0; kk < kSwizzleRow / 32; ++kk) {
-        const uint64_t step = (uint64_t)(kk * 32 / 16);
-        if constexpr (K::kParts == 2) {  // 3xTF32, small products first (as WgmmaStage)
-          Wgmma<T, BN>::run(acc, a + K::kAPart / 16 + step, b + step);
-          Wgmma<T, BN>::run(acc, a + step, b + K::kBPart / 16 + step);
-        }
-        Wgmma<T, BN>::run(acc, a + step, b + step);
-      }
+      wgmma_k_step<T, BN, K::kParts, K::kAPart, K::kBPart>(acc, a, b);
       asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
       asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
       if (i > 0 && lane == 0) mbarrier_arrive(&empty[(i - 1) % S]);
@@ -1642,10 +1645,9 @@ __global__ void __launch_bounds__(WsShape<T, BM, BN, P>::kThreads, 1) igemm_ws_k
   if (p.split_k > 1) {
     if (!split_k_reduce<K::kAcc, 128>(acc, p.partials, p.counters, blockIdx.x, split, p.split_k, &last_flag)) return;
   }
-  // The consumer's accumulators in wgmma's m64nN layout (as igemm_wgmma_kernel).
   const int warp = tid / 32;
   store_tile<T, BM, BN, K::kThreads>(p, smem, tile_m_idx, n0, bias, [&](auto&& put) {
-    if (tid < 128) {
+    if (tid < 128) {  // the consumer's accumulators, in igemm_wgmma_kernel's layout
 #pragma unroll
       for (int i = 0; i < K::kAcc; ++i)
         put(warp * 16 + lane / 4 + 8 * ((i / 2) % 2), 8 * (i / 4) + 2 * (lane % 4) + i % 2, acc[i]);
