@@ -53,8 +53,10 @@ gpu_us = gpu_time_us
 DT = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 TILES = {0: "32x64", 1: "64x64", 2: "64x128", 3: "32x128", 4: "32x64w8", 5: "64x64w8", 6: "64x128w8",
          7: "128x64w8", 8: "128x128w8", 9: "64x64wg", 10: "128x64wg", 11: "64x128wg", 12: "128x128wg",
-         13: "64x256wg", 14: "64x64ws", 15: "64x128ws"}
-WS_TILES = {14, 15}  # warp-specialised: 3x3 kernels with one deformable group only
+         13: "64x256wg", 14: "64x64ws", 15: "64x128ws",
+         # the ws tiles with the last slice summing all (igemm_dev_ext.cu: config_of), for A/B
+         114: "64x64ws-last", 115: "64x128ws-last"}
+WS_TILES = {14, 15, 114, 115}  # warp-specialised: 3x3 kernels with one deformable group only
 TOO_BIG_FOR_FP32 = {13}  # 64x256wg with big and small fp32 parts: more shared memory than an SM has
 PHASES = os.environ.get("DEV_PHASES", "acc,bits,prof,sweep").split(",")
 
@@ -107,7 +109,7 @@ def main():
                     print(f"BAD {dname} {case} tile={tile} split={split} {layout} err={e:.3g} repeat={rep}", flush=True)
     print("worst rel L2:", worst, flush=True)
     # --- the warp-specialised tiles give the bits of their wgmma twins at the same split
-    twins = {14: 9, 15: 11}
+    twins = {14: 9, 15: 11, 114: 9, 115: 11}
     bits_bad = 0
     for dname in (DT if "bits" in PHASES else []):
         for (n, cin, cout, h, w) in [(1, 64, 64, 16, 16), (3, 72, 40, 17, 23), (1, 512, 256, 16, 16),
@@ -115,7 +117,7 @@ def main():
             x, off, mask, wt, b = make_inputs(n, cin, cout, h, w, DT[dname])
             for split in [1, 2, 3, 8]:
                 outs = {}
-                for tile in [*twins, *twins.values()]:
+                for tile in {*twins, *twins.values()}:
                     ws = torch.empty(ext.workspace_bytes(x, off, wt, 1, 1, 1, 1, tile, split), dtype=torch.uint8, device="cuda")
                     outs[tile] = ext.forward(x, off, mask, wt, b, ws, 1, 1, 1, 1, tile, split, None, None)
                 same = {TILES[t]: bool(torch.equal(outs[t], outs[twin])) for t, twin in twins.items()}

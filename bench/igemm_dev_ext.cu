@@ -30,6 +30,14 @@ dcn::ConvGeometry geometry_of(const torch::Tensor& input, const torch::Tensor& w
   return g;
 }
 
+// A forced configuration: tile numbers from 100 up are tile - 100 with the split-K slices'
+// shared reduction turned off (the last slice sums them all), for A/B runs.
+dcn::igemm::Config config_of(int64_t tile, int64_t split) {
+  dcn::igemm::Config c{(dcn::igemm::Tile)(tile % 100), (int)split};
+  c.shared_reduction = tile < 100;
+  return c;
+}
+
 template <typename T>
 void run(const torch::Tensor& input, const torch::Tensor& offset, const torch::Tensor& mask,
          const torch::Tensor& weight, const c10::optional<torch::Tensor>& bias, torch::Tensor& out,
@@ -54,7 +62,7 @@ void run(const torch::Tensor& input, const torch::Tensor& offset, const torch::T
     TORCH_CHECK((size_t)workspace.numel() >= dcn::igemm_workspace_bytes<T>(a), "workspace too small");
     err = dcn::launch_igemm_forward<T>(a, workspace.data_ptr(), stream);
   } else {
-    dcn::igemm::Config c{(dcn::igemm::Tile)tile, (int)split};
+    const dcn::igemm::Config c = config_of(tile, split);
     TORCH_CHECK((size_t)workspace.numel() >= dcn::igemm::workspace_bytes_for<T>(a, c), "workspace too small");
     err = dcn::igemm::launch_with<T>(a, workspace.data_ptr(), stream, c);
   }
@@ -97,7 +105,7 @@ int64_t workspace_bytes(torch::Tensor input, torch::Tensor offset, torch::Tensor
   return dispatch(input.scalar_type(), [&](auto tag) -> int64_t {
     using T = decltype(tag);
     if (tile < 0) return (int64_t)dcn::igemm_workspace_bytes<T>(g);
-    return (int64_t)dcn::igemm::workspace_bytes_for<T>(g, dcn::igemm::Config{(dcn::igemm::Tile)tile, (int)split});
+    return (int64_t)dcn::igemm::workspace_bytes_for<T>(g, config_of(tile, split));
   });
 }
 

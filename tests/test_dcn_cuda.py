@@ -218,10 +218,12 @@ def test_batch_zero_and_non_contiguous():
 
 def _sanitize_run():
     """Every kernel over extreme offsets, for compute-sanitizer memcheck."""
-    # split_k: a deep, small layer, so the implicit GEMM splits K (and keeps its counters).
-    geometries = dict(GEOMETRIES, split_k=dict(n=1, c_in=256, c_out=64, h=16, w=16))
+    # split_k: a deep, small layer, so the implicit GEMM splits K (and keeps its counters);
+    # at 32x32 its slices fill an H100's SMs and share the reduction (warp-specialised tiles).
+    geometries = dict(GEOMETRIES, split_k=dict(n=1, c_in=256, c_out=64, h=16, w=16),
+                      split_k_shared=dict(n=1, c_in=256, c_out=64, h=32, w=32))
     for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
-        for geometry in ("plain", "groups", "wide_channels", "odd_batch_strided", "split_k"):
+        for geometry in ("plain", "groups", "wide_channels", "odd_batch_strided", "split_k", "split_k_shared"):
             tensors, params = _make_case(**geometries[geometry])
             tensors[1] = _extreme_offsets(tensors[1].clone())
             tensors = [t.to(dtype) for t in tensors]

@@ -7,7 +7,9 @@ per SM) and these tests check the properties the kernels rely on:
 - with wgmma, and in fp32, one image takes about one large block per SM;
 - a batch chooses its own split: it splits big-K layers that one unsplit wave would leave
   underfilled, and does not split where one image's split would only multiply partials;
-- every K slice gets at least 3 K steps (9 beyond 4 slices), and there are at most 8;
+- every K slice gets at least 3 K steps (9 beyond 4 slices) and there are at most 8, except
+  on the warp-specialised tiles, whose slices share the reduction: at least 4 steps, at
+  most 16 slices;
 - the workspace shrinks when the caller provides channels-last input and packed weights.
 """
 from __future__ import annotations
@@ -146,7 +148,11 @@ def test_wgmma_batches_take_the_tile_of_least_modelled_time(choices):
 
 def test_one_image_fits_one_wave_unless_unsplit_and_slices_keep_three_steps(choices):
     _, rows = choices
+    k64x64ws, k64x128ws = 14, 15  # dcn::igemm::Tile
     for (dtype, batch, *shape), row in rows.items():
+        if row["tile"] in (k64x64ws, k64x128ws):  # slices sharing the reduction: 4 steps, 16 at most
+            assert 1 <= row["split"] <= 16 and row["ksteps"] // row["split"] >= 4, (dtype, shape, row)
+            continue
         assert 1 <= row["split"] <= 8, (dtype, shape, row)
         if row["split"] > 4:  # deep splits only for the one-block-per-SM rule, 9 steps a slice
             assert row["ksteps"] // row["split"] >= 9, (dtype, shape, row)
@@ -190,6 +196,22 @@ def test_batch_one_takes_the_warp_specialised_tiles_where_one_wave_holds_them(ch
     for (dtype, batch, *shape), row in rows.items():
         if row["tile"] in (k64x64ws, k64x128ws):
             assert batch == 1 and row["blocks"] <= row["wave"] == SMS, (dtype, batch, shape, row)
+
+
+@pytest.mark.parametrize("choices", [True], ids=["wgmma"], indirect=True)
+def test_warp_specialised_slices_that_share_the_reduction_split_deeper(choices):
+    """Seventh-session sweep on an H100 (bench/NOTES.md v16, fp16 channels-last): with
+    the slices sharing the reduction, 256->128 at 32x32 takes 8 slices of 64x128 (9.8
+    against 10.7 us for 4 of 64x64), 256->64 at 32x32 8 of 64x64 (8.3 against 10.1 us on
+    32x64w8), and 512->256 at 16x16 the fullest wave, 16 slices of 64x128 (10.1 us; 15
+    slices, 120 blocks: 11.0 us)."""
+    _, rows = choices
+    k64x64ws, k64x128ws = 14, 15  # dcn::igemm::Tile
+    for dtype in ("fp16", "bf16", "fp32"):
+        picks = {shape: (rows[(dtype, 1, *shape)]["tile"], rows[(dtype, 1, *shape)]["split"])
+                 for shape in ((256, 128, 32, 32), (256, 64, 32, 32), (512, 256, 16, 16))}
+        assert picks == {(256, 128, 32, 32): (k64x128ws, 8), (256, 64, 32, 32): (k64x64ws, 8),
+                         (512, 256, 16, 16): (k64x128ws, 16)}, dtype
 
 
 def test_channels_last_input_and_packed_weights_shrink_the_workspace(choices):

@@ -24,8 +24,9 @@
 //     slices' fp32 partials (kept in the workspace) in a fixed order and runs the epilogue
 //     (bias, cast, NCHW or channels-last store). On sm_90a builds one image's 3x3 layers
 //     take warp-specialised blocks (kernel 2c): one warpgroup multiplies while three
-//     others gather and blend later K steps into a ring of shared-memory stages. A
-//     channels-last input is read in place (no copy) and packed weights may come from the
+//     others gather and blend later K steps into a ring of shared-memory stages; their
+//     split-K slices, launched cooperatively, share the reduction (each sums a band of
+//     the tile's rows over all slices, in the same order). A channels-last input is read in place (no copy) and packed weights may come from the
 //     caller (dcn_ext keeps them), so the prepare kernel may be left out altogether.
 #pragma once
 
@@ -73,6 +74,11 @@ inline bool is_ws_tile(Tile t) { return (int)t >= (int)Tile::k64x64ws; }
 struct Config {
   Tile tile;
   int split_k;  // number of K slices (1: no split)
+  // Warp-specialised tiles with split-K: the tile's slices, launched cooperatively (all
+  // resident at once), share the reduction and the epilogue. false: the last slice to
+  // finish sums them all, as the other kernels do (the launcher also falls back to that
+  // when the grid cannot be resident at once).
+  bool shared_reduction = true;
 };
 
 struct TileShape {
@@ -439,6 +445,8 @@ struct GemmParams {
   // Launched before the stream's previous kernel has finished (no prepare kernel; kernels
   // that support it only): wait for it before the first access to global memory.
   bool early_launch;
+  // Split-K slices share the reduction (split_k_shared; cooperative launch).
+  bool shared_reduction;
 };
 
 // Output pixel `pl` of pixel tile `tile`: false when it lies outside the image.
@@ -663,6 +671,92 @@ __device__ __forceinline__ bool split_k_reduce(float (&acc)[kAcc], float* partia
   for (int a = 0; a < kAcc; ++a) acc[a] = sum[a];
   if (threadIdx.x == 0) counters[tile] = 0;  // ready for the next launch
   return true;
+}
+
+// Split-K whose slices share the reduction and the epilogue (warp-specialised kernel,
+// launched cooperatively: every slice of a tile is resident at once, so a slice may wait
+// for the others). Each slice stores its fp32 partials ([slice][row][column] per tile),
+// waits until the tile's counter has all slices, then sums rows [r0, r1) of the tile over
+// the slices in slice order, as split_k_reduce does (the same bits), adds the bias and
+// stores them. The last slice summing the whole tile read every slice's partials through
+// one SM (128 KB for 8 slices of 64x64) and ran the whole epilogue alone.
+//
+// The counter goes to split_k on arrival and to 2 split_k as slices leave; the slice that
+// leaves last, after every slice has seen the full count, zeroes it for the next launch.
+template <typename T, int BM, int BN, int kAcc>
+__device__ __forceinline__ void split_k_shared(const GemmParams<T>& p, const float (&acc)[kAcc], float bias,
+                                               int tile_m_idx, int n0, int split) {
+  __shared__ float bias_tile[BN];
+  const int tid = threadIdx.x, split_k = p.split_k;
+  int* const counter = p.counters + blockIdx.x;
+  float* const partials = p.partials + (size_t)blockIdx.x * split_k * BM * BN;
+  if (tid < 128) {  // the consumer's accumulators, in igemm_wgmma_kernel's layout
+    float* const mine = partials + (size_t)split * BM * BN;
+    const int warp = tid / 32, lane = tid % 32;
+#pragma unroll
+    for (int i = 0; i < kAcc; i += 2) {
+      const int row = warp * 16 + lane / 4 + 8 * ((i / 2) % 2), col = 8 * (i / 4) + 2 * (lane % 4);
+      __stcg(reinterpret_cast<float2*>(mine + row * BN + col), make_float2(acc[i], acc[i + 1]));
+    }
+  }
+  if (tid < BN) bias_tile[tid] = bias;
+  // As in split_k_reduce: the barrier orders the block's stores before thread 0's release,
+  // the one after its acquire orders the other slices' partials before every thread's loads.
+  __syncthreads();
+  if (tid == 0) {
+    asm volatile("red.release.gpu.global.add.s32 [%0], 1;\n" ::"l"(counter) : "memory");
+    int arrived;
+    do {
+      asm volatile("ld.acquire.gpu.global.s32 %0, [%1];\n" : "=r"(arrived) : "l"(counter) : "memory");
+    } while (arrived < split_k);
+  }
+  __syncthreads();
+  const Shape& s = p.s;
+  const int r0 = BM * split / split_k, rows = BM * (split + 1) / split_k - r0;
+  constexpr int kQuads = BN / 4;
+  const int plane = s.out_h * s.out_w;
+  const bool vector_ok = s.cout % 4 == 0 && reinterpret_cast<uintptr_t>(p.output) % (4 * sizeof(T)) == 0;
+  struct alignas(4 * sizeof(T)) Quad {
+    T v[4];
+  };
+  for (int e = tid; e < rows * kQuads; e += blockDim.x) {
+    // Consecutive threads along a pixel's channels (channels-last) or along pixels (NCHW).
+    const int row = r0 + (s.channels_last ? e / kQuads : e % rows);
+    const int col = 4 * (s.channels_last ? e % kQuads : e / rows);
+    const float* src = partials + row * BN + col;
+    float4 sum = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 8
+    for (int slice = 0; slice < split_k; ++slice) {
+      const float4 v = __ldcg(reinterpret_cast<const float4*>(src + (size_t)slice * BM * BN));
+      sum.x += v.x;
+      sum.y += v.y;
+      sum.z += v.z;
+      sum.w += v.w;
+    }
+    int n_img, pix, ho, wo;
+    if (!locate_pixel(p, tile_m_idx, row, BM, n_img, pix, ho, wo)) continue;
+    Quad out;
+    out.v[0] = from_float<T>(sum.x + bias_tile[col]);
+    out.v[1] = from_float<T>(sum.y + bias_tile[col + 1]);
+    out.v[2] = from_float<T>(sum.z + bias_tile[col + 2]);
+    out.v[3] = from_float<T>(sum.w + bias_tile[col + 3]);
+    if (s.channels_last) {
+      T* dst = p.output + ((size_t)n_img * plane + pix) * s.cout + n0 + col;
+      if (vector_ok && n0 + col + 4 <= s.cout) {
+        *reinterpret_cast<Quad*>(dst) = out;
+      } else {
+        for (int j = 0; j < 4 && n0 + col + j < s.cout; ++j) dst[j] = out.v[j];
+      }
+    } else {
+      T* dst = p.output + ((size_t)n_img * s.cout + n0 + col) * plane + pix;
+      for (int j = 0; j < 4 && n0 + col + j < s.cout; ++j) dst[(size_t)j * plane] = out.v[j];
+    }
+  }
+  if (tid == 0) {
+    int before;
+    asm volatile("atom.relaxed.gpu.global.add.s32 %0, [%1], 1;\n" : "=r"(before) : "l"(counter) : "memory");
+    if (before == 2 * split_k - 1) *counter = 0;
+  }
 }
 
 template <int N>
@@ -1643,6 +1737,10 @@ __global__ void __launch_bounds__(WsShape<T, BM, BN, P>::kThreads, 1) igemm_ws_k
   }
   __syncthreads();  // every stage consumed: the ring is free for the epilogue's staging
   if (p.split_k > 1) {
+    if (p.shared_reduction) {
+      split_k_shared<T, BM, BN>(p, acc, bias, tile_m_idx, n0, split);
+      return;
+    }
     if (!split_k_reduce<K::kAcc, 128>(acc, p.partials, p.counters, blockIdx.x, split, p.split_k, &last_flag)) return;
   }
   const int warp = tid / 32;
@@ -1855,21 +1953,36 @@ inline Config choose_config(const Shape& shape, int sms, int smem_per_sm, bool w
     }
     return Config{Tile::k32x64w8, 0};
   };
-  // Batch 1 on wgmma builds: the warp-specialised twin of the chosen 64-row wgmma tile,
-  // where its blocks (one per SM) fit one wave and one corner-table fill serves the kernel
-  // (sixth-session sweep, bench/NOTES.md v15: fastest on 12 of the 14 DLA-34 shapes).
-  auto warp_specialised = [&](Config c) {
-    if (!use_wgmma || shape.dg * shape.taps > kTableTaps) return c;
-    const Tile ws = c.tile == Tile::k64x64wg ? Tile::k64x64ws : c.tile == Tile::k64x128wg ? Tile::k64x128ws : c.tile;
-    if (ws == c.tile || tile_count(shape, ws) * c.split_k > (long long)sms * tile_blocks_per_sm<T>(ws, smem_per_sm))
-      return c;
-    return Config{ws, c.split_k};
+  // Batch 1 on wgmma builds, one corner-table fill per block: the warp-specialised tiles,
+  // whose split-K slices share the reduction (split_k_shared): a slice then costs little
+  // more than its K steps, and deeper splits of shorter slices pay where one slice summing
+  // all of them did not (seventh-session sweep, bench/NOTES.md v16: 256->128 at 32x32 9.8
+  // against 10.7 us, 256->64 at 32x32 8.1 against 10.1). The first of 64x128ws (128 or
+  // more outputs) and 64x64ws whose fullest one-wave split, in slices of at least 4 K steps
+  // (at most 16), fills 90 % of the SMs (512->256 at 16x16: 16 slices of 64x128, 128
+  // blocks, 10.1 us; 15 slices, 120 blocks, 11.0 us).
+  constexpr int kMinSharedSliceSteps = 4, kMaxSharedSplit = 16;
+  auto shared_split = [&]() {
+    if (!use_wgmma || shape.dg * shape.taps > kTableTaps) return Config{Tile::k32x64w8, 0};
+    const Tile order[2] = {Tile::k64x128ws, Tile::k64x64ws};
+    for (int i = shape.cout >= 128 ? 0 : 1; i < 2; ++i) {
+      const long long wave = (long long)sms * tile_blocks_per_sm<T>(order[i], smem_per_sm);
+      const long long t = tile_count(shape, order[i]);
+      long long split = 0;
+      while (split < kMaxSharedSplit && t * (split + 1) <= wave &&
+             (split == 0 || shape.k_steps / (split + 1) >= kMinSharedSliceSteps))
+        ++split;
+      if (split > 0 && t * split * 10 >= 9LL * sms) return Config{order[i], (int)split};
+    }
+    return Config{Tile::k32x64w8, 0};
   };
   const bool big_blocks = use_wgmma || tf32x3;
   if (shape.batch == 1) {
+    const Config shared = shared_split();
+    if (shared.split_k > 0) return shared;
     if (big_blocks) {
       const Config c = one_per_sm(1, kMaxBigSplit);
-      if (c.split_k > 0) return warp_specialised(c);
+      if (c.split_k > 0) return c;
     }
     const Config one_wave = fill_wave(shape, tiles, 1, cap);
     return one_wave.split_k > 0 ? one_wave : several_waves(1);
@@ -1996,14 +2109,36 @@ inline cudaError_t launch_dynamic(KernelFn kernel, dim3 grid, int threads, int s
   config.blockDim = dim3((unsigned)threads);
   config.dynamicSmemBytes = (size_t)smem;
   config.stream = stream;
-  cudaLaunchAttribute overlap[1];
-  overlap[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  overlap[0].val.programmaticStreamSerializationAllowed = 1;
-  config.attrs = overlap;
+  cudaLaunchAttribute attrs[2];
+  config.attrs = attrs;
   const bool overlap_pays = gp.split_k == 1 && (Traits<T>::kTf32x3 || (long long)grid.x * grid.y > device_sm_count());
   gp.early_launch = major >= 9 && !after_prepare && early_launch_ok;
-  config.numAttrs = major >= 9 && ((after_prepare && overlap_pays) || gp.early_launch) ? 1 : 0;  // griddepcontrol: Hopper on
-  return cudaLaunchKernelEx(&config, kernel, gp);
+  if (major >= 9 && ((after_prepare && overlap_pays) || gp.early_launch)) {  // griddepcontrol: Hopper on
+    attrs[config.numAttrs].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attrs[config.numAttrs++].val.programmaticStreamSerializationAllowed = 1;
+  }
+  if (gp.shared_reduction) {
+    // The slices wait for each other: every block must be resident at once. A grid larger
+    // than that is not launched cooperatively (a failed launch would also end a stream
+    // capture); the last slice reduces instead.
+    int per_sm = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, (size_t)smem) != cudaSuccess ||
+        (long long)per_sm * device_sm_count() < (long long)grid.x * grid.y)
+      gp.shared_reduction = false;
+  }
+  if (gp.shared_reduction) {  // all blocks resident, or no launch
+    attrs[config.numAttrs].id = cudaLaunchAttributeCooperative;
+    attrs[config.numAttrs++].val.cooperative = 1;
+  }
+  cudaError_t launched = cudaLaunchKernelEx(&config, kernel, gp);
+  if (launched == cudaErrorCooperativeLaunchTooLarge) {
+    // Fewer SMs than the rule assumed (e.g. a partitioned GPU): the last slice reduces.
+    (void)cudaGetLastError();
+    gp.shared_reduction = false;
+    config.numAttrs -= 1;
+    launched = cudaLaunchKernelEx(&config, kernel, gp);
+  }
+  return launched;
 }
 
 template <typename T>
@@ -2065,6 +2200,7 @@ inline cudaError_t launch_with(const ForwardArgs<T>& args, void* workspace, cuda
   gp.patches_w = (s.out_w + kPatchW - 1) / kPatchW;
   gp.split_k = config.split_k;
   gp.early_launch = false;  // launch_dynamic decides
+  gp.shared_reduction = is_ws_tile(config.tile) && config.split_k > 1 && config.shared_reduction;
   const dim3 grid((unsigned)tiles, (unsigned)config.split_k);
   {
 #define DCN_IGEMM_TILE(NAME, BM, BN, WARPS_M, THREADS)                                          \
