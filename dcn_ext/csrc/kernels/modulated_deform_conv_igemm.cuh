@@ -2092,6 +2092,10 @@ inline size_t workspace_bytes_for(const ForwardArgs<T>& a, const Config& c) {
 // 512x512: 302 against 278 us; the early blocks cost the prepare kernel more than the
 // overlap saves), 16-bit ones only with more blocks than SMs (about 1 us a layer gained
 // at two blocks per SM, 5 us lost at one: 128->128 at 48x160), fp32 unsplit ones always.
+// The warp-specialised kernels (early_launch_ok) always, split or not: their corner table
+// then fills while prepare copies the input (fp16 at 512x512, batch 1: 244.4 against
+// 235.5 us, layers slower than torchvision 3 -> 0; 384x1280: 320.1 against 309.0 us;
+// seventh session, bench/NOTES.md v16b).
 //
 // Without a prepare kernel, kernels that wait first (early_launch_ok: the warp-specialised
 // ones) are launched programmatically too: their launch and block start-up then overlap
@@ -2113,7 +2117,7 @@ inline cudaError_t launch_dynamic(KernelFn kernel, dim3 grid, int threads, int s
   config.attrs = attrs;
   const bool overlap_pays = gp.split_k == 1 && (Traits<T>::kTf32x3 || (long long)grid.x * grid.y > device_sm_count());
   gp.early_launch = major >= 9 && !after_prepare && early_launch_ok;
-  if (major >= 9 && ((after_prepare && overlap_pays) || gp.early_launch)) {  // griddepcontrol: Hopper on
+  if (major >= 9 && ((after_prepare && (overlap_pays || early_launch_ok)) || gp.early_launch)) {  // griddepcontrol: Hopper on
     attrs[config.numAttrs].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attrs[config.numAttrs++].val.programmaticStreamSerializationAllowed = 1;
   }
