@@ -26,8 +26,9 @@
 //     take warp-specialised blocks (kernel 2c): one warpgroup multiplies while three
 //     others gather and blend later K steps into a ring of shared-memory stages; their
 //     split-K slices, launched cooperatively, share the reduction (each sums a band of
-//     the tile's rows over all slices, in the same order). A channels-last input is read in place (no copy) and packed weights may come from the
-//     caller (dcn_ext keeps them), so the prepare kernel may be left out altogether.
+//     the tile's rows over all slices, in the same order). A channels-last input is read
+//     in place (no copy) and packed weights may come from the caller (dcn_ext keeps
+//     them), so the prepare kernel may be left out altogether.
 #pragma once
 
 #include <cstddef>
