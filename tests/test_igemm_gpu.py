@@ -1,7 +1,8 @@
 """The implicit-GEMM forward (forced through dcn_ext) against the float64 reference.
 
 Shapes cover odd sizes, batch 3, channel counts that are not a multiple of the 64/32-channel
-K step, stride 2, padding 2, two deformable groups, a 1x1 kernel and a split-K layer.
+K step, stride 2, padding 2, two deformable groups, a 1x1 kernel, a split-K layer and one
+with more tiles than an H100 has SMs.
 """
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ CASES = [  # batch, cin, cout, h, w, kernel, stride, pad, deformable groups
     (1, 128, 32, 9, 11, 3, 1, 2, 2),
     (2, 33, 17, 8, 8, 1, 1, 0, 1),
     (1, 512, 256, 16, 16, 3, 1, 1, 1),
+    # 169 tiles of 64 pixels, more than an H100 holds warp-specialised blocks at once (the
+    # batch-1 rule then takes two wgmma blocks per SM); an odd number of outputs
+    (1, 64, 63, 100, 97, 3, 1, 1, 1),
 ]
 LIMITS = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-3}
 
@@ -78,7 +82,7 @@ def _call(ops, x, offset, mask, weight, bias, dg=1):
 # (n, cin, cout, h, w, dg): channel counts the kernel reads channels-last as is (multiples
 # of the 64 / 32-channel K step), one it must copy (72), split-K and several groups.
 CHANNELS_LAST_CASES = [(2, 64, 64, 20, 28, 1), (1, 512, 256, 16, 16, 1), (1, 72, 40, 17, 23, 1),
-                       (1, 128, 32, 9, 11, 2)]
+                       (1, 128, 32, 9, 11, 2), (1, 64, 64, 100, 97, 1)]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)

@@ -4,7 +4,8 @@ The rule is host code in the shared kernel header; a small host program prints w
 picks for the CenterNet layer shapes on an H100-sized GPU (132 SMs, 228 KB of shared memory
 per SM) and these tests check the properties the kernels rely on:
 - a split launch of one image fits one wave of resident blocks (splits fill idle SMs);
-- with wgmma, and in fp32, one image takes about one large block per SM;
+- with wgmma, and in fp32, one image takes about one large block per SM, and the
+  warp-specialised tiles wherever one wave of them holds a launch (any batch);
 - a batch chooses its own split: it splits big-K layers that one unsplit wave would leave
   underfilled, and does not split where one image's split would only multiply partials;
 - every K slice gets at least 3 K steps (9 beyond 4 slices) and there are at most 8, except
@@ -129,12 +130,13 @@ def test_wgmma_batches_take_the_tile_of_least_modelled_time(choices):
     64x64 one for four times the outputs: wide layers that fill waves of 128x128 blocks take
     them. fp16's 128x64 step costs 1.6 times a 64x64 one: 128-output layers take 64x128
     (49 instead of 72 us at 128->128 64x64), and 256->64 at 24x80 one unsplit wave of 64x64
-    (40 instead of 54 us split three ways on 128x64)."""
+    (40 instead of 54 us split three ways on 128x64). Batches whose tiles fit one wave of
+    warp-specialised blocks take those first (next test)."""
     _, rows = choices
     k64x64wg, k128x64wg, k64x128wg, k128x128wg = 9, 10, 11, 12  # dcn::igemm::Tile
     assert rows[("fp32", 8, 256, 256, 32, 32)]["tile"] == k128x128wg
     assert rows[("fp32", 8, 128, 128, 64, 64)]["tile"] == k128x128wg
-    for shape in ((128, 64, 64, 64), (64, 64, 128, 128), (256, 64, 32, 32)):
+    for shape in ((128, 64, 64, 64), (64, 64, 128, 128)):
         assert rows[("fp32", 8, *shape)]["tile"] in (k64x64wg, k128x64wg), shape
     for dtype in ("fp16", "bf16"):
         assert rows[(dtype, 8, 128, 128, 64, 64)]["tile"] == k64x128wg
@@ -182,20 +184,27 @@ def test_batch_one_takes_about_one_large_block_per_sm(choices):
 
 
 @pytest.mark.parametrize("choices", [True], ids=["wgmma"], indirect=True)
-def test_batch_one_takes_the_warp_specialised_tiles_where_one_wave_holds_them(choices):
+def test_the_warp_specialised_tiles_where_one_wave_holds_them(choices):
     """Sixth-session sweep on an H100 (bench/NOTES.md v15): at batch 1 the warp-specialised
     twin of a 64-row wgmma tile was faster on 12 of the 14 DLA-34 shapes in fp16 (and in
     bf16 and fp32), e.g. 128->64 at 48x160 13.1 against 16.4 us. It holds one block per SM,
-    so a launch that needs more (64->64 at 128x128: 256 tiles) keeps the wgmma tile."""
+    so a launch that needs more (64->64 at 128x128: 256 tiles) keeps the wgmma tile. A
+    batch whose tiles fit one such wave takes it too (eighth session, v16c, batch 8: fp16
+    256->64 at 32x32 19.6 against 26.9 us, 512->256 at 16x16 24.7 against 30.4 us; bf16 and
+    fp32 alike)."""
     _, rows = choices
     k64x64wg, k128x64wg, k64x64ws, k64x128ws = 9, 10, 14, 15  # dcn::igemm::Tile
     for dtype in ("fp16", "bf16", "fp32"):
         assert rows[(dtype, 1, 128, 64, 48, 160)]["tile"] == k64x64ws, dtype
         assert rows[(dtype, 1, 256, 256, 24, 80)]["tile"] == k64x128ws, dtype
         assert rows[(dtype, 1, 64, 64, 128, 128)]["tile"] in (k64x64wg, k128x64wg), dtype
+        picks = {shape: (rows[(dtype, 8, *shape)]["tile"], rows[(dtype, 8, *shape)]["split"])
+                 for shape in ((256, 64, 32, 32), (256, 128, 32, 32), (512, 256, 16, 16))}
+        assert picks == {(256, 64, 32, 32): (k64x64ws, 1), (256, 128, 32, 32): (k64x128ws, 1),
+                         (512, 256, 16, 16): (k64x128ws, 2)}, dtype
     for (dtype, batch, *shape), row in rows.items():
         if row["tile"] in (k64x64ws, k64x128ws):
-            assert batch == 1 and row["blocks"] <= row["wave"] == SMS, (dtype, batch, shape, row)
+            assert row["blocks"] <= row["wave"] == SMS and row["blocks"] * 10 >= 9 * SMS, (dtype, batch, shape, row)
 
 
 @pytest.mark.parametrize("choices", [True], ids=["wgmma"], indirect=True)

@@ -1954,14 +1954,16 @@ inline Config choose_config(const Shape& shape, int sms, int smem_per_sm, bool w
     }
     return Config{Tile::k32x64w8, 0};
   };
-  // Batch 1 on wgmma builds, one corner-table fill per block: the warp-specialised tiles,
-  // whose split-K slices share the reduction (split_k_shared): a slice then costs little
-  // more than its K steps, and deeper splits of shorter slices pay where one slice summing
-  // all of them did not (seventh-session sweep, bench/NOTES.md v16: 256->128 at 32x32 9.8
-  // against 10.7 us, 256->64 at 32x32 8.1 against 10.1). The first of 64x128ws (128 or
-  // more outputs) and 64x64ws whose fullest one-wave split, in slices of at least 4 K steps
-  // (at most 16), fills 90 % of the SMs (512->256 at 16x16: 16 slices of 64x128, 128
-  // blocks, 10.1 us; 15 slices, 120 blocks, 11.0 us).
+  // Any batch on wgmma builds, one corner-table fill per block: the warp-specialised
+  // tiles, whose split-K slices share the reduction (split_k_shared): a slice then costs
+  // little more than its K steps, and deeper splits of shorter slices pay where one slice
+  // summing all of them did not (seventh-session sweep, bench/NOTES.md v16: 256->128 at
+  // 32x32 9.8 against 10.7 us, 256->64 at 32x32 8.1 against 10.1). The first of 64x128ws
+  // (128 or more outputs) and 64x64ws whose fullest one-wave split, in slices of at least
+  // 4 K steps (at most 16), fills 90 % of the SMs (512->256 at 16x16: 16 slices of
+  // 64x128, 128 blocks, 10.1 us; 15 slices, 120 blocks, 11.0 us). Batches whose tiles fit
+  // one such wave take it too (eighth session, v16c: batch 8 at 32x32 and 16x16, 11-27 %
+  // faster a layer than the wgmma tiles of the batch rule below, in all three types).
   constexpr int kMinSharedSliceSteps = 4, kMaxSharedSplit = 16;
   auto shared_split = [&]() {
     if (!use_wgmma || shape.dg * shape.taps > kTableTaps) return Config{Tile::k32x64w8, 0};
@@ -1978,9 +1980,9 @@ inline Config choose_config(const Shape& shape, int sms, int smem_per_sm, bool w
     return Config{Tile::k32x64w8, 0};
   };
   const bool big_blocks = use_wgmma || tf32x3;
+  const Config shared = shared_split();
+  if (shared.split_k > 0) return shared;
   if (shape.batch == 1) {
-    const Config shared = shared_split();
-    if (shared.split_k > 0) return shared;
     if (big_blocks) {
       const Config c = one_per_sm(1, kMaxBigSplit);
       if (c.split_k > 0) return c;
