@@ -151,6 +151,9 @@ def main():
             for layer in model_layers("dla_34", hw, batch):
                 key = (layer.cin, layer.cout, layer.height, layer.width, batch)
                 shapes.setdefault(key, [hw, 0])[1] += 1
+    if os.environ.get("DEV_SHAPES"):  # cin-cout-h-w,...: only these layer shapes
+        keep = {tuple(int(v) for v in item.split("-")) for item in os.environ["DEV_SHAPES"].split(",")}
+        shapes = {key: value for key, value in shapes.items() if key[:4] in keep}
     sums = {}
     for dname in (os.environ.get("DEV_SWEEP", "fp16,fp32").split(",") if "sweep" in PHASES else []):
         dtype = DT[dname]
@@ -171,7 +174,7 @@ def main():
             for tile in tiles:
                 if dname == "fp32" and tile in TOO_BIG_FOR_FP32:
                     continue
-                for split in [1, 2, 3, 4, 6, 8, 12, 16]:
+                for split in [int(v) for v in os.environ.get("DEV_SPLITS", "1,2,3,4,6,8,12,16").split(",")]:
                     if split > ksteps // 2 and split > 1:
                         continue
                     ws = torch.empty(ext.workspace_bytes(x, off, wt, 1, 1, 1, 1, tile, split), dtype=torch.uint8, device="cuda")
