@@ -26,7 +26,8 @@ def build():
     t = time.time()
     ext = load(name="igemm_dev_ext", sources=[str(ROOT / "bench/igemm_dev_ext.cu")],
                extra_cuda_cflags=["-O3", "-std=c++17", "-gencode=arch=compute_90a,code=sm_90a",
-                                  "-DDCN_IGEMM_WGMMA", "-Xptxas=-v"], verbose=False)
+                                  "-DDCN_IGEMM_WGMMA", "-Xptxas=-v", *os.environ.get("DEV_CFLAGS", "").split()],
+               verbose=False)
     print(f"built in {time.time() - t:.0f}s", flush=True)
     return ext
 
