@@ -153,3 +153,34 @@ def test_unsupported_data_type_is_refused(built):
                          "input=2,16,8,8", "offset=2,18,8,8", "mask=2,9,8,8", "weight=32,16,3,3")
     assert rc == 1
     assert "data type kINT32 is not supported: expected kFLOAT, kHALF or kBF16" in result["errors"][0]
+
+
+def _gpu_runs_the_implicit_gemm() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 0)
+
+
+def _formats(built, dtype: str, channels: int, out_channels: int, groups: int = 1):
+    rc, result = harness(built, "shapes", *typical_fields(groups=str(groups)), f"--dtype={dtype}", "--",
+                         f"input=?,{channels},?,?", "offset=?,18,?,?", "mask=?,9,?,?",
+                         f"weight={out_channels},{channels // groups},3,3", f"bias={out_channels}")
+    assert rc == 0 and result["configured"], result
+    return result["formats"]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_x_and_y_channels_last_only_together_and_where_the_kernels_read_it(built, dtype):
+    """NCHW always. Channels-last x and y (kHWC8 for 16-bit types, kHWC for fp32) together,
+    the other inputs NCHW, where the implicit GEMM reads x in place: a GPU of compute
+    capability 8.0 or newer (none in CI: declined there), one group, channels a multiple of
+    the K step (64 / 32). TensorRT then needs no reformat layers around the plugin when its
+    neighbours run channels-last, and the plugin no NHWC copy of x."""
+    formats = _formats(built, dtype, 64, 64)
+    assert formats["linear"] and not formats["channels_last_x_only"] and not formats["channels_last_everywhere"]
+    assert formats["channels_last"] == _gpu_runs_the_implicit_gemm(), formats
+    for channels, out_channels, groups in ((16, 16, 1), (64, 64, 2), (72, 64, 1)):
+        formats = _formats(built, dtype, channels, out_channels, groups)
+        assert formats["linear"] and not formats["channels_last"], (channels, groups, formats)

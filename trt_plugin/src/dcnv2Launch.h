@@ -18,7 +18,8 @@ enum class ElementType : int32_t { kFloat32, kFloat16, kBFloat16 };
 
 char const* elementTypeName(ElementType type);
 
-// Untyped tensor pointers in the kernel's order; bias may be null.
+// Untyped tensor pointers in the kernel's order; bias may be null. channelsLast: input
+// [N, H, W, C] and output [N, Ho, Wo, Cout] (offset, mask and weight stay NCHW).
 struct ForwardBuffers {
   void const* input;
   void const* offset;
@@ -26,7 +27,15 @@ struct ForwardBuffers {
   void const* weight;
   void const* bias;
   void* output;
+  bool channelsLast = false;
 };
+
+// Whether the kernels on the current device read the input and write the output
+// channels-last for these channel counts: the implicit GEMM's rule (compute capability 8.0
+// or newer, groups == 1, each deformable group a multiple of the K step's channels: 64 for
+// 16-bit types, 32 for fp32). Spatial sizes do not enter it.
+bool channelsLastSupported(ElementType type, int32_t inChannels, int32_t outChannels, int32_t groups,
+                           int32_t deformableGroups);
 
 // Scratch bytes the kernel needs for `geometry` (what getWorkspaceSize reports).
 size_t forwardWorkspaceBytes(ElementType type, dcn::ConvGeometry const& geometry);

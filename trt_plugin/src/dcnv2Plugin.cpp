@@ -104,6 +104,13 @@ bool isSupportedType(DataType type) {
   return type == DataType::kFLOAT || type == DataType::kHALF || type == DataType::kBF16;
 }
 
+// The channels-last format of the input and output for a type: TensorRT's kHWC8 (16-bit
+// types, channels padded to 8) or kHWC (fp32, unpadded). Their memory is [N][H][W][C]
+// whenever C is a multiple of 8, which is the kernels' channels-last layout.
+TensorFormat channelsLastFormat(DataType type) {
+  return type == DataType::kFLOAT ? TensorFormat::kHWC : TensorFormat::kHWC8;
+}
+
 ElementType elementTypeOf(DataType type, std::string const& who) {
   switch (type) {
     case DataType::kFLOAT: return ElementType::kFloat32;
@@ -323,11 +330,43 @@ bool DcnPlugin::supportsFormatCombination(int32_t pos, DynamicPluginTensorDesc c
     if (inOut == nullptr || pos < 0 || pos >= nbInputs + nbOutputs) {
       return false;
     }
+    using contract::Attribute;
+    using contract::Input;
     PluginTensorDesc const& desc = inOut[pos].desc;
-    if (desc.format != TensorFormat::kLINEAR) {
+    if (pos > 0 && desc.type != inOut[0].desc.type) {
       return false;
     }
-    return pos == 0 ? isSupportedType(desc.type) : desc.type == inOut[0].desc.type;
+    if (pos == 0 && !isSupportedType(desc.type)) {
+      return false;
+    }
+    // x (input 0) and y (the output) in one layout: NCHW, or channels-last where the
+    // kernels read and write it in place (no NHWC copy of x per call, and no reformat
+    // layers around the plugin when its neighbours run channels-last). The rest NCHW.
+    bool const isX = pos == 0, isY = pos == nbInputs;
+    if (!isX && !isY) {
+      return desc.format == TensorFormat::kLINEAR;
+    }
+    if (isY) {
+      return desc.format == inOut[0].desc.format;
+    }
+    if (desc.format == TensorFormat::kLINEAR) {
+      return true;
+    }
+    if (desc.format != channelsLastFormat(desc.type) || nbInputs < static_cast<int32_t>(Input::kWeight) + 1) {
+      return false;
+    }
+    nvinfer1::Dims const& x = desc.dims;
+    nvinfer1::Dims const& weight = inOut[static_cast<int32_t>(Input::kWeight)].desc.dims;
+    if (x.nbDims != 4 || weight.nbDims != 4 || x.d[1] < 1 || weight.d[0] < 1) {
+      return false;  // channel counts unknown at build time
+    }
+    // kHWC8 pads channels to a multiple of 8: the output is plain NHWC only then.
+    if (desc.type != DataType::kFLOAT && weight.d[0] % 8 != 0) {
+      return false;
+    }
+    return channelsLastSupported(elementTypeOf(desc.type, who()), static_cast<int32_t>(x.d[1]),
+                                 static_cast<int32_t>(weight.d[0]), mAttributes.value(Attribute::kGroups),
+                                 mAttributes.value(Attribute::kDeformableGroup));
   } catch (...) {
     reportCurrentException("supportsFormatCombination", mLayerName.c_str());
   }
@@ -427,6 +466,14 @@ int32_t DcnPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc c
     ElementType const type = elementTypeOf(types[0], w);
     checkTypes(types.data(), mInputCount, "input", types[0], w);
     checkTypes(&outputDesc[0].type, 1, "output", types[0], w);
+    TensorFormat const layout = inputDesc[0].format;
+    bool const channelsLast = layout != TensorFormat::kLINEAR;
+    if ((channelsLast && layout != channelsLastFormat(types[0])) || outputDesc[0].format != layout) {
+      throw InvalidArgument(w + ": input format " + std::to_string(static_cast<int32_t>(layout)) +
+                            " and output format " + std::to_string(static_cast<int32_t>(outputDesc[0].format)) +
+                            ": expected both kLINEAR, or both the type's channels-last format (kHWC8 for "
+                            "kHALF/kBF16, kHWC for kFLOAT)");
+    }
     if (geometry.batch == 0) {
       return kSuccess;  // an empty batch has nothing to compute
     }
@@ -452,10 +499,12 @@ int32_t DcnPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc c
     buffers.weight = inputs[static_cast<int32_t>(Input::kWeight)];
     buffers.bias = hasBias ? inputs[static_cast<int32_t>(Input::kBias)] : nullptr;
     buffers.output = outputs[0];
+    buffers.channelsLast = channelsLast;
     cudaError_t const status = launchForward(type, buffers, geometry, workspace, stream);
     if (status != cudaSuccess) {
       throw std::runtime_error(std::string("kernel launch failed (") + elementTypeName(type) +
-                               "): " + cudaGetErrorName(status) + ": " + cudaGetErrorString(status));
+                               (channelsLast ? ", channels-last" : "") + "): " + cudaGetErrorName(status) + ": " +
+                               cudaGetErrorString(status));
     }
     return kSuccess;
   } catch (...) {
