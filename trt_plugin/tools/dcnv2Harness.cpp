@@ -10,11 +10,16 @@
 //       createPlugin with the given fields (build phase unless --runtime); on success the
 //       clone / getFieldsToSerialize / runtime createPlugin round trip; JSON result
 //   dcnv2_harness shapes LIB FIELD... -- TENSOR=DIMS...
-//       getOutputShapes with symbolic dims ('?') and configurePlugin; JSON result
+//       getOutputShapes with symbolic dims ('?'), configurePlugin, and which layouts
+//       supportsFormatCombination takes (NCHW; x and y channels-last; x alone; all); JSON
 //   dcnv2_harness run LIB DIR
 //       DIR/case.txt names the dtype, fields and one or more problems; each problem's inputs
 //       are DIR/<problem>.<input>.bin (raw, dtype's bytes); writes DIR/<problem>.output.bin.
 //       All problems go through ONE runtime plugin (shape changes between them).
+//       "layout channels_last" offers the first input and the output in the type's
+//       channels-last format (kHWC8 for fp16/bf16, kHWC for fp32; their .bin files then hold
+//       [N][H][W][C]); a declined format combination is reported as
+//       "declined_format_position".
 //
 // FIELD: name=1,2 (INT32, as the parser passes INT/INTS), name:f32=1.5 (FLOAT32),
 // name:i64=1,2 (INT64), name= (INT32 with no values).
@@ -508,6 +513,25 @@ int shapes(Library const& lib, std::vector<std::string> const& args) {
     if (status == 0) {
       status = build->getOutputDataTypes(&outType, 1, types.data(), n);
     }
+    // supportsFormatCombination over every position, x (0) and y (n) in xy, the other
+    // inputs in `rest`, as TensorRT asks while it picks formats.
+    TensorFormat const channelsLast = type == DataType::kFLOAT ? TensorFormat::kHWC : TensorFormat::kHWC8;
+    auto accepted = [&](TensorFormat x, TensorFormat y, TensorFormat rest) {
+      std::vector<DynamicPluginTensorDesc> all(descs);
+      all.push_back(outDesc);
+      for (int32_t i = 1; i < n; ++i) all[i].desc.format = rest;
+      all[0].desc.format = x;
+      all[n].desc.format = y;
+      for (int32_t pos = 0; pos <= n; ++pos) {
+        if (!build->supportsFormatCombination(pos, all.data(), n, 1)) return false;
+      }
+      return true;
+    };
+    auto flag = [](bool b) { return std::string(b ? "true" : "false"); };
+    extra += ", \"formats\": {\"linear\": " + flag(accepted(TensorFormat::kLINEAR, TensorFormat::kLINEAR, TensorFormat::kLINEAR)) +
+             ", \"channels_last\": " + flag(accepted(channelsLast, channelsLast, TensorFormat::kLINEAR)) +
+             ", \"channels_last_x_only\": " + flag(accepted(channelsLast, TensorFormat::kLINEAR, TensorFormat::kLINEAR)) +
+             ", \"channels_last_everywhere\": " + flag(accepted(channelsLast, channelsLast, channelsLast)) + "}";
   }
   std::printf("%s\n", resultJson(status == 0, extra).c_str());
   return status == 0 ? 0 : 1;
@@ -544,6 +568,7 @@ int run(Library const& lib, std::string const& dir) {
   }
   FieldList fields;
   DataType type = DataType::kFLOAT;
+  bool channelsLast = false;
   std::vector<Problem> problems;
   std::string line;
   while (std::getline(spec, line)) {
@@ -554,6 +579,13 @@ int run(Library const& lib, std::string const& dir) {
       std::string t;
       words >> t;
       type = dataTypeOf(t);
+    } else if (key == "layout") {
+      std::string l;
+      words >> l;
+      if (l != "channels_last" && l != "nchw") {
+        usage("unknown layout " + l);
+      }
+      channelsLast = l == "channels_last";
     } else if (key == "field") {
       std::string f;
       words >> f;
@@ -585,6 +617,8 @@ int run(Library const& lib, std::string const& dir) {
   auto* build = capability<IPluginV3OneBuild>(rt.build.get(), PluginCapabilityType::kBUILD);
 
   // Build side: types, formats, symbolic shapes, a profile spanning every problem.
+  TensorFormat const xyFormat =
+      !channelsLast ? TensorFormat::kLINEAR : type == DataType::kFLOAT ? TensorFormat::kHWC : TensorFormat::kHWC8;
   std::vector<DataType> types(n, type);
   DataType outType{};
   bool ok = build->getOutputDataTypes(&outType, 1, types.data(), n) == 0 && outType == type;
@@ -592,7 +626,7 @@ int run(Library const& lib, std::string const& dir) {
   for (int32_t i = 0; i < n; ++i) {
     DynamicPluginTensorDesc& d = inDescs[i];
     d.desc.type = type;
-    d.desc.format = TensorFormat::kLINEAR;
+    d.desc.format = i == 0 ? xyFormat : TensorFormat::kLINEAR;
     d.min = d.max = d.opt = d.desc.dims = dimsOf(problems[0].dims[i]);
     for (auto const& p : problems) {
       Dims const pd = dimsOf(p.dims[i]);
@@ -625,14 +659,17 @@ int run(Library const& lib, std::string const& dir) {
   std::vector<DynamicPluginTensorDesc> all(inDescs);
   DynamicPluginTensorDesc outDesc{};
   outDesc.desc.type = type;
-  outDesc.desc.format = TensorFormat::kLINEAR;
+  outDesc.desc.format = xyFormat;
   outDesc.desc.dims.nbDims = outExpr.nbDims;
   for (int32_t k = 0; k < outExpr.nbDims; ++k) {
     outDesc.desc.dims.d[k] = outExpr.d[k]->isConstant() ? outExpr.d[k]->getConstantValue() : -1;
   }
   all.push_back(outDesc);
-  for (int32_t pos = 0; pos <= n; ++pos) {
-    ok = ok && build->supportsFormatCombination(pos, all.data(), n, 1);
+  for (int32_t pos = 0; pos <= n && ok; ++pos) {
+    if (!build->supportsFormatCombination(pos, all.data(), n, 1)) {
+      std::printf("%s\n", resultJson(false, ", \"declined_format_position\": " + std::to_string(pos)).c_str());
+      return 1;
+    }
   }
   ok = ok && build->configurePlugin(inDescs.data(), n, &outDesc, 1) == 0;
   size_t const workspaceBytes = ok ? build->getWorkspaceSize(inDescs.data(), n, &outDesc, 1) : 0;
@@ -663,7 +700,7 @@ int run(Library const& lib, std::string const& dir) {
     for (int32_t i = 0; i < n; ++i) {
       in[i].dims = dimsOf(problem.dims[i]);
       in[i].type = type;
-      in[i].format = TensorFormat::kLINEAR;
+      in[i].format = i == 0 ? xyFormat : TensorFormat::kLINEAR;
       in[i].scale = 1.0F;
       size_t elements = 1;
       for (int64_t d : problem.dims[i]) {
@@ -682,7 +719,7 @@ int run(Library const& lib, std::string const& dir) {
     }
     PluginTensorDesc out{};
     out.type = type;
-    out.format = TensorFormat::kLINEAR;
+    out.format = xyFormat;
     out.scale = 1.0F;
     out.dims.nbDims = outExpr.nbDims;
     size_t outElements = 1;

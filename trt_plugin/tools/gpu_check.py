@@ -4,7 +4,10 @@ Runs the C++ harness (tools/dcnv2Harness.cpp, built with -DDCN_BUILD_HARNESS=ON)
 made here with torch, and compares what the plugin wrote with the float64 reference written
 from the math (dcn_ext/reference.py), for fp32, fp16 and bf16, at batch 3 and for each image
 of that batch alone (which must agree with the batch within the same tolerance: a batch
-may split K differently, so its fp32 sums may be formed in another order).
+may split K differently, so its fp32 sums may be formed in another order). The
+channels-last cases offer x and y in kHWC8 (fp16, bf16) / kHWC (fp32): the plugin must take
+them where the kernels read channels-last in place, with the same numbers as NCHW, and
+decline them where they cannot (grouped convolution, channel counts off the K step).
 
     python trt_plugin/tools/gpu_check.py --build BUILD_DIR --work DIR [--json OUT.json]
         [--sanitizer]
@@ -69,7 +72,11 @@ SANITIZER_CASES = [
     Case("sanitize_grouped", 8, 4, 9, 6, (3, 3), (2, 2), (1, 1), (1, 1), 2, 2, False, 3.0),
     Case("sanitize_wide", 64, 64, 12, 10, (3, 3), (1, 1), (1, 1), (1, 1), 1, 1, True, 2.0),
 ]
+# (case, whether the plugin takes x and y channels-last for it)
+CHANNELS_LAST_CASES = [(CASES[0], True), (CASES[2], True), (CASES[1], False)]
 BATCH = 3
+# The batch outputs by (case, dtype, layout): a channels-last run must give the NCHW bits.
+BATCH_OUTPUTS: Dict[Tuple[str, str, str], torch.Tensor] = {}
 
 
 def field_specs(case: Case) -> Dict[str, str]:
@@ -114,10 +121,12 @@ def from_raw(data: bytes, dtype: torch.dtype, shape: Sequence[int]) -> torch.Ten
     return torch.frombuffer(bytearray(data), dtype=torch.uint8).view(dtype).reshape(*shape)
 
 
-def write_case(directory: Path, case: Case, dtype_name: str, inputs: Dict[str, torch.Tensor]) -> List[str]:
-    """Writes case.txt and the raw inputs; problems: the batch, then each image alone."""
+def write_case(directory: Path, case: Case, dtype_name: str, inputs: Dict[str, torch.Tensor],
+               channels_last: bool = False) -> List[str]:
+    """Writes case.txt and the raw inputs; problems: the batch, then each image alone.
+    channels_last: x's bytes in [N][H][W][C] order (the shapes stay NCHW, as TensorRT's)."""
     directory.mkdir(parents=True, exist_ok=True)
-    lines = [f"dtype {dtype_name}"]
+    lines = [f"dtype {dtype_name}", f"layout {'channels_last' if channels_last else 'nchw'}"]
     lines += [f"field {name}={value}" for name, value in field_specs(case).items()]
     problems = [("batch", slice(0, BATCH))] + [(f"image{i}", slice(i, i + 1)) for i in range(BATCH)]
     batched = set(CONTRACT.inputs[:3])  # input, offset, mask carry the batch dim
@@ -126,7 +135,8 @@ def write_case(directory: Path, case: Case, dtype_name: str, inputs: Dict[str, t
         for name, tensor in inputs.items():
             part = tensor[rows] if name in batched else tensor
             lines.append(f"input {name} " + " ".join(str(d) for d in part.shape))
-            (directory / f"{problem}.{name}.bin").write_bytes(raw_bytes(part))
+            stored = part.permute(0, 2, 3, 1) if channels_last and name == CONTRACT.inputs[0] else part
+            (directory / f"{problem}.{name}.bin").write_bytes(raw_bytes(stored))
     (directory / "case.txt").write_text("\n".join(lines) + "\n")
     return [p for p, _ in problems]
 
@@ -150,13 +160,22 @@ def run_harness(harness: Path, library: Path, directory: Path, sanitizer: Option
     return result
 
 
-def check_case(harness: Path, library: Path, work: Path, case: Case, dtype_name: str, seed: int) -> dict:
+def check_case(harness: Path, library: Path, work: Path, case: Case, dtype_name: str, seed: int,
+               channels_last: bool = False, expect_accept: bool = True) -> dict:
     dtype = DTYPES[dtype_name]
     inputs = make_inputs(case, dtype, seed)
-    directory = work / f"{case.name}_{dtype_name}"
-    problems = write_case(directory, case, dtype_name, inputs)
+    layout = "channels_last" if channels_last else "nchw"
+    directory = work / f"{case.name}_{dtype_name}_{layout}"
+    problems = write_case(directory, case, dtype_name, inputs, channels_last)
     run = run_harness(harness, library, directory)
-    report = {"case": case.name, "dtype": dtype_name, "returncode": run["returncode"]}
+    report = {"case": case.name, "dtype": dtype_name, "layout": layout, "returncode": run["returncode"]}
+    if not expect_accept:  # x (position 0) declined, nothing run, nothing logged as an error
+        verdict = run["harness"] or {}
+        report["declined"] = verdict.get("declined_format_position") == 0 and not verdict.get("errors")
+        report["ok"] = run["returncode"] == 1 and report["declined"]
+        if not report["ok"]:
+            report["failure"] = run
+        return report
     if run["returncode"] != 0 or not run["harness"] or not run["harness"]["ok"]:
         report["ok"] = False
         report["failure"] = run
@@ -168,8 +187,13 @@ def check_case(harness: Path, library: Path, work: Path, case: Case, dtype_name:
         stride=case.stride, padding=case.padding, dilation=case.dilation,
         groups=case.groups, deformable_groups=case.deformable_group)
     shapes = {p["name"]: p["output_shape"] for p in run["harness"]["problems"]}
-    outputs = {p: from_raw((directory / f"{p}.output.bin").read_bytes(), dtype, shapes[p]) for p in problems}
+    outputs = {p: from_raw((directory / f"{p}.output.bin").read_bytes(), dtype,
+                           [shapes[p][i] for i in ((0, 2, 3, 1) if channels_last else range(4))])
+               for p in problems}
+    if channels_last:  # [N][Ho][Wo][Cout] back to NCHW for the comparison
+        outputs = {p: out.permute(0, 3, 1, 2) for p, out in outputs.items()}
     batch_out = outputs["batch"]
+    BATCH_OUTPUTS[(case.name, dtype_name, layout)] = batch_out
     scale = reference.abs().max().item()
     error = (batch_out.double() - reference).abs().max().item()
     per_image = [(outputs[f"image{i}"].double() - batch_out[i:i + 1].double()).abs().max().item()
@@ -219,22 +243,44 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       f"batch==single {r['batch_vs_single_equal']} ws {r['workspace_bytes']}")
             else:
                 print(f"{case.name:16s} {dtype_name:9s} FAILED: {json.dumps(r)[:2000]}")
+    for case, accept in CHANNELS_LAST_CASES:
+        for dtype_name in DTYPES:
+            # the NCHW run's seed: same inputs, so the same bits are expected
+            reports.append(check_case(harness, library, args.work, case, dtype_name, seed=CASES.index(case),
+                                      channels_last=True, expect_accept=accept))
+            r = reports[-1]
+            if accept and r["ok"]:
+                nchw = BATCH_OUTPUTS.get((case.name, dtype_name, "nchw"))
+                r["same_as_nchw"] = nchw is not None and torch.equal(BATCH_OUTPUTS[(case.name, dtype_name, "channels_last")], nchw)
+                r["ok"] = r["same_as_nchw"]
+            if not r["ok"]:
+                print(f"{case.name:16s} {dtype_name:9s} channels-last FAILED: {json.dumps(r)[:2000]}")
+            elif not accept:
+                print(f"{case.name:16s} {dtype_name:9s} channels-last declined, as expected")
+            else:
+                print(f"{case.name:16s} {dtype_name:9s} channels-last max_err {r['max_abs_error']:.3e} "
+                      f"(rel {r['relative_error']:.2e} <= {r['tolerance']:.1e}) same bits as NCHW "
+                      f"batch==single {r['batch_vs_single_equal']} ws {r['workspace_bytes']}")
     sanitizer = []
     if args.sanitizer:
-        for index, case in enumerate(SANITIZER_CASES):
+        # sanitize_wide (64 channels) also channels-last
+        runs = [(case, False) for case in SANITIZER_CASES] + [(SANITIZER_CASES[2], True)]
+        for index, (case, channels_last) in enumerate(runs):
             for dtype_name in DTYPES:
-                directory = args.work / f"{case.name}_{dtype_name}"
-                write_case(directory, case, dtype_name, make_inputs(case, DTYPES[dtype_name], 100 + index))
+                directory = args.work / f"{case.name}_{dtype_name}{'_cl' if channels_last else ''}"
+                write_case(directory, case, dtype_name, make_inputs(case, DTYPES[dtype_name], 100 + index),
+                           channels_last)
                 for tool in ("memcheck", "initcheck"):
                     run = run_harness(harness, library, directory, sanitizer=tool)
-                    entry = {"case": case.name, "dtype": dtype_name, "tool": tool,
+                    entry = {"case": case.name + ("_channels_last" if channels_last else ""), "dtype": dtype_name,
+                             "tool": tool,
                              "returncode": run["returncode"],
                              "summary": run.get("sanitizer_summary"),
                              "ok": run["returncode"] == 0}
                     if run["returncode"] != 0:
                         entry["tail"] = run.get("stderr_tail")
                     sanitizer.append(entry)
-                    print(f"sanitizer {tool:9s} {case.name:16s} {dtype_name:8s} rc={run['returncode']} "
+                    print(f"sanitizer {tool:9s} {entry['case']:28s} {dtype_name:8s} rc={run['returncode']} "
                           f"{entry['summary'] or entry.get('tail', '')[-400:]}")
     ok = all(r["ok"] for r in reports) and all(s["ok"] for s in sanitizer)
     summary = {"device": device, "torch": torch.__version__, "ok": ok, "cases": reports, "sanitizer": sanitizer}
