@@ -105,6 +105,34 @@ inline size_t align_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
 // and the patch's footprint stays in L1 across all taps.
 constexpr int kPatchW = 8;
 
+// Division by a divisor fixed for a launch, as a multiply-high and a shift (the round-up
+// method of Granlund and Montgomery, as CUTLASS's FastDivmod): exact for 0 <= n < 2^31 and
+// 1 <= d < 2^31. The kernels' per-thread index math (a tile's image and patch, a K step's
+// tap and chunk) had about ten integer divisions per thread at about 20 instructions each
+// (ncu, bench/NOTES.md v18); this is two or three.
+struct FastDiv {
+  int d = 1;
+  uint32_t mul = 0, shift = 0;
+  FastDiv() = default;
+  explicit FastDiv(int divisor) : d(divisor) {
+    if (divisor > 1) {
+      int log2_ceil = 0;
+      while ((1LL << log2_ceil) < divisor) ++log2_ceil;
+      const int p = 31 + log2_ceil;
+      mul = (uint32_t)(((1ULL << p) + (uint64_t)divisor - 1) / (uint64_t)divisor);
+      shift = (uint32_t)(p - 32);
+    }
+  }
+  __host__ __device__ __forceinline__ int div(int n) const {
+    if (d == 1) return n;
+#if defined(__CUDA_ARCH__)
+    return (int)(__umulhi((uint32_t)n, mul) >> shift);
+#else
+    return (int)((uint32_t)(((uint64_t)(uint32_t)n * mul) >> 32) >> shift);
+#endif
+  }
+};
+
 template <typename T>
 struct Traits {
   static constexpr int kVec = kVectorBytes / (int)sizeof(T);    // elements per thread load
@@ -442,6 +470,9 @@ struct GemmParams {
   Shape s;
   int tiles_m;
   int patches_h, patches_w;  // patches per image column / row
+  // By tiles_m, patches_h * patches_w, patches_w, s.taps, s.kernel_w, s.chunks_per_q and
+  // s.taps * s.chunks_per_q (set by launch_with).
+  FastDiv by_tiles_m, by_per_image, by_patches_w, by_taps, by_kernel_w, by_cpq, by_per_group;
   int split_k;
   // Launched before the stream's previous kernel has finished (no prepare kernel; kernels
   // that support it only): wait for it before the first access to global memory.
@@ -454,10 +485,9 @@ struct GemmParams {
 template <typename T>
 __device__ __forceinline__ bool locate_pixel(const GemmParams<T>& p, int tile, int pl, int bm, int& n_img,
                                              int& pix, int& ho, int& wo) {
-  const int per_image = p.patches_h * p.patches_w;
-  n_img = tile / per_image;
-  const int r = tile - n_img * per_image;
-  const int ph = r / p.patches_w, pw = r - ph * p.patches_w;
+  n_img = p.by_per_image.div(tile);
+  const int r = tile - n_img * p.by_per_image.d;
+  const int ph = p.by_patches_w.div(r), pw = r - ph * p.patches_w;
   ho = ph * (bm / kPatchW) + pl / kPatchW;
   wo = pw * kPatchW + pl % kPatchW;
   pix = ho * p.s.out_w + wo;
@@ -509,7 +539,7 @@ __device__ __forceinline__ void fill_corner_table(const GemmParams<T>& p, Corner
   const unsigned long long zero = reinterpret_cast<unsigned long long>(&g_zero_pixel[0]);
   int n_img, pix, ho, wo;
   const bool inside = locate_pixel(p, tile, pl, bm, n_img, pix, ho, wo);
-  const int kernel_h = s.taps / s.kernel_w;
+  const int kernel_h = p.by_kernel_w.div(s.taps);
   const T* off = p.offset + ((size_t)n_img * 2 * s.dg * s.taps) * plane + pix;
   const T* msk = p.mask + ((size_t)n_img * s.dg * s.taps) * plane + pix;
   float dy[kIter], dx[kIter], mk[kIter];
@@ -522,8 +552,8 @@ __device__ __forceinline__ void fill_corner_table(const GemmParams<T>& p, Corner
     mk[it] = live ? to_float(msk[(size_t)q * plane]) : 0.f;
   }
   int q = q_lo + qi0;
-  int g = s.dg == 1 ? 0 : q / s.taps;
-  int i = (q - g * s.taps) / s.kernel_w, j = (q - g * s.taps) - i * s.kernel_w;
+  int g = s.dg == 1 ? 0 : p.by_taps.div(q);
+  int i = p.by_kernel_w.div(q - g * s.taps), j = (q - g * s.taps) - i * s.kernel_w;
   const T* image = p.input_nhwc + (long long)n_img * s.height * s.width * s.c_pad;
   const int y_base = ho * s.stride_h - s.pad_h, x_base = wo * s.stride_w - s.pad_w;
   const long long right_step = s.c_pad, down_step = (long long)s.width * s.c_pad;
@@ -796,8 +826,8 @@ __device__ __forceinline__ void k_loop(const GemmParams<T>& p, Stage& st, Corner
     // [q_lo, q_lo + nq), its end hi, and where q wraps to the next chunk (chunk-major).
     int q0, chunk0, q_lo, nq, hi, q_wrap = 0, q_restart = 0;
     if (chunk_major) {
-      const int g = lo / per_group, r = lo - g * per_group;
-      chunk0 = r / taps;
+      const int g = p.by_per_group.div(lo), r = lo - g * per_group;
+      chunk0 = p.by_taps.div(r);
       const int tap0 = r - chunk0 * taps;
       const int w_begin = tap0 / kTableTaps * kTableTaps;
       const int w_end = taps - w_begin < kTableTaps ? taps : w_begin + kTableTaps;
@@ -811,10 +841,10 @@ __device__ __forceinline__ void k_loop(const GemmParams<T>& p, Stage& st, Corner
       q_wrap = g * taps + w_end;
       q_restart = g * taps + w_begin;
     } else {
-      q0 = lo / cpq;
+      q0 = p.by_cpq.div(lo);
       chunk0 = lo - q0 * cpq;
       q_lo = q0;
-      const int q_last = (k_end - 1) / cpq;
+      const int q_last = p.by_cpq.div(k_end - 1);
       nq = q_last - q_lo + 1 < kTableTaps ? q_last - q_lo + 1 : kTableTaps;
       hi = k_end < (q_lo + nq) * cpq ? k_end : (q_lo + nq) * cpq;
     }
@@ -1179,7 +1209,7 @@ __global__ void __launch_bounds__(THREADS, MinBlocks<T, BM, BN, THREADS>::value)
   char* smem = reinterpret_cast<char*>(smem_dyn);
   const Shape& s = p.s;
   const int tid = threadIdx.x;
-  const int tile_m_idx = blockIdx.x % p.tiles_m, tile_n_idx = blockIdx.x / p.tiles_m;
+  const int tile_n_idx = p.by_tiles_m.div(blockIdx.x), tile_m_idx = blockIdx.x - tile_n_idx * p.tiles_m;
   const int split = blockIdx.y;
 
   MmaStage<T, BM, BN, WARPS_M, THREADS> st{p};
@@ -1207,8 +1237,8 @@ __global__ void __launch_bounds__(THREADS, MinBlocks<T, BM, BN, THREADS>::value)
 #pragma unroll
       for (int c = 0; c < 4; ++c) st.acc[a][b][c] = 0.f;
 
-  const int k_begin = (int)((long long)s.k_steps * split / p.split_k);
-  const int k_end = (int)((long long)s.k_steps * (split + 1) / p.split_k);
+  const int k_begin = p.split_k == 1 ? 0 : (int)((long long)s.k_steps * split / p.split_k);
+  const int k_end = p.split_k == 1 ? s.k_steps : (int)((long long)s.k_steps * (split + 1) / p.split_k);
   if (DCN_IGEMM_PROBE != 2) k_loop<T>(p, st, st.table, BM, tile_m_idx, k_begin, k_end);
 
   wait_for_prepare();  // also for a slice without K steps
@@ -1483,7 +1513,7 @@ __global__ void __launch_bounds__(256, WgmmaMinBlocks<T, BM, BN>::value) igemm_w
   char* smem = reinterpret_cast<char*>(smem_dyn) + ((kAlignSlack - base % kAlignSlack) % kAlignSlack);
   const Shape& s = p.s;
   const int tid = threadIdx.x;
-  const int tile_m_idx = blockIdx.x % p.tiles_m, tile_n_idx = blockIdx.x / p.tiles_m;
+  const int tile_n_idx = p.by_tiles_m.div(blockIdx.x), tile_m_idx = blockIdx.x - tile_n_idx * p.tiles_m;
   const int split = blockIdx.y;
   const int group = tid / 128;
 
@@ -1506,8 +1536,8 @@ __global__ void __launch_bounds__(256, WgmmaMinBlocks<T, BM, BN>::value) igemm_w
 #pragma unroll
   for (int a = 0; a < K::kAcc; ++a) st.acc[a] = 0.f;
 
-  const int k_begin = (int)((long long)s.k_steps * split / p.split_k);
-  const int k_end = (int)((long long)s.k_steps * (split + 1) / p.split_k);
+  const int k_begin = p.split_k == 1 ? 0 : (int)((long long)s.k_steps * split / p.split_k);
+  const int k_end = p.split_k == 1 ? s.k_steps : (int)((long long)s.k_steps * (split + 1) / p.split_k);
   if (DCN_IGEMM_PROBE != 2) k_loop<T>(p, st, st.table, BM, tile_m_idx, k_begin, k_end);
 
   wait_for_prepare();
@@ -1602,7 +1632,7 @@ __global__ void __launch_bounds__(WsShape<T, BM, BN, P>::kThreads, 1) igemm_ws_k
   char* smem = reinterpret_cast<char*>(smem_dyn) + ((kAlignSlack - base % kAlignSlack) % kAlignSlack);
   const Shape& s = p.s;
   const int tid = threadIdx.x;
-  const int tile_m_idx = blockIdx.x % p.tiles_m, tile_n_idx = blockIdx.x / p.tiles_m;
+  const int tile_n_idx = p.by_tiles_m.div(blockIdx.x), tile_m_idx = blockIdx.x - tile_n_idx * p.tiles_m;
   const int split = blockIdx.y;
   const int n0 = tile_n_idx * BN;
   if (p.early_launch) wait_for_prepare();  // the launch overlapped the previous kernel's tail
@@ -1610,13 +1640,13 @@ __global__ void __launch_bounds__(WsShape<T, BM, BN, P>::kThreads, 1) igemm_ws_k
   CornerTable table;
   table.weights = reinterpret_cast<float4*>(smem + S * K::kStageBytes);
   table.where = reinterpret_cast<ulonglong2*>(smem + S * K::kStageBytes + kTableTaps * BM * 16);
-  const int k_begin = (int)((long long)s.k_steps * split / p.split_k);
-  const int k_end = (int)((long long)s.k_steps * (split + 1) / p.split_k);
+  const int k_begin = p.split_k == 1 ? 0 : (int)((long long)s.k_steps * split / p.split_k);
+  const int k_end = p.split_k == 1 ? s.k_steps : (int)((long long)s.k_steps * (split + 1) / p.split_k);
   const int cpq = s.chunks_per_q, taps = s.taps, per_group = cpq * taps;
   const bool chunk_major = p.split_k == 1;
   // The table's (group, tap) pairs: all of them without split-K, the slice's with it.
-  const int q_lo = chunk_major ? 0 : k_begin / cpq;
-  const int nq = DCN_IGEMM_PROBE == 2 ? 0 : chunk_major ? s.dg * taps : (k_end > k_begin ? (k_end - 1) / cpq - q_lo + 1 : 0);
+  const int q_lo = chunk_major ? 0 : p.by_cpq.div(k_begin);
+  const int nq = DCN_IGEMM_PROBE == 2 ? 0 : chunk_major ? s.dg * taps : (k_end > k_begin ? p.by_cpq.div(k_end - 1) - q_lo + 1 : 0);
   const int steps = DCN_IGEMM_PROBE >= 2 ? 0 : k_end - k_begin;
   if (tid == 0) {
     for (int i = 0; i < S; ++i) {
@@ -1664,11 +1694,11 @@ __global__ void __launch_bounds__(WsShape<T, BM, BN, P>::kThreads, 1) igemm_ws_k
     auto step_of = [&](int i, int& q, int& chunk) {  // (group and tap, channel chunk) of step i
       const int ks = k_begin + i;
       if (chunk_major) {
-        const int g = ks / per_group, r = ks - g * per_group;
-        chunk = r / taps;
+        const int g = p.by_per_group.div(ks), r = ks - g * per_group;
+        chunk = p.by_taps.div(r);
         q = g * taps + (r - chunk * taps);
       } else {
-        q = ks / cpq;
+        q = p.by_cpq.div(ks);
         chunk = ks - q * cpq;
       }
     };
@@ -2203,8 +2233,15 @@ inline cudaError_t launch_with(const ForwardArgs<T>& args, void* workspace, cuda
   gp.counters = counters;
   gp.s = s;
   gp.tiles_m = l.tiles_m;
+  gp.by_tiles_m = FastDiv(l.tiles_m);
+  gp.by_taps = FastDiv(s.taps);
+  gp.by_kernel_w = FastDiv(s.kernel_w);
+  gp.by_cpq = FastDiv(s.chunks_per_q);
+  gp.by_per_group = FastDiv(s.taps * s.chunks_per_q);
   gp.patches_h = (s.out_h + tile_m(config.tile) / kPatchW - 1) / (tile_m(config.tile) / kPatchW);
   gp.patches_w = (s.out_w + kPatchW - 1) / kPatchW;
+  gp.by_per_image = FastDiv(gp.patches_h * gp.patches_w);
+  gp.by_patches_w = FastDiv(gp.patches_w);
   gp.split_k = config.split_k;
   gp.early_launch = false;  // launch_dynamic decides
   gp.shared_reduction = is_ws_tile(config.tile) && config.split_k > 1 && config.shared_reduction;
