@@ -530,6 +530,9 @@ __device__ __forceinline__ void fill_corner_table(const GemmParams<T>& p, Corner
   // STRIDE apart: the pixel's position and its offset/mask addresses are computed once,
   // and the pair indices advance without divisions. All of a thread's offset and mask
   // loads are issued before the first is used (one round trip to memory, not one per pair).
+  // An entry is computed without branches, its corners as 32-bit element offsets into the
+  // NHWC input (shape_supported bounds them): the fill is run by every thread of a block
+  // before its first K step, so its instructions are on every layer's critical path.
   constexpr int kIter = (kTableTaps + STRIDE - 1) / STRIDE;
   const Shape& s = p.s;
   const int plane = s.out_h * s.out_w;
@@ -540,53 +543,54 @@ __device__ __forceinline__ void fill_corner_table(const GemmParams<T>& p, Corner
   int n_img, pix, ho, wo;
   const bool inside = locate_pixel(p, tile, pl, bm, n_img, pix, ho, wo);
   const int kernel_h = p.by_kernel_w.div(s.taps);
-  const T* off = p.offset + ((size_t)n_img * 2 * s.dg * s.taps) * plane + pix;
-  const T* msk = p.mask + ((size_t)n_img * s.dg * s.taps) * plane + pix;
+  // Offsets [N, 2 * pairs, Ho, Wo] and mask [N, pairs, Ho, Wo]: this thread's first pair,
+  // then STRIDE pairs further each iteration.
+  const size_t pair0 = (size_t)n_img * s.dg * s.taps + q_lo + qi0;
+  const size_t pair_step = (size_t)STRIDE * plane;
+  const T* off = p.offset + 2 * pair0 * plane + pix;
+  const T* msk = p.mask + pair0 * plane + pix;
   float dy[kIter], dx[kIter], mk[kIter];
 #pragma unroll
   for (int it = 0; it < kIter; ++it) {
-    const int q = q_lo + qi0 + it * STRIDE;
     const bool live = inside && qi0 + it * STRIDE < nq;
-    dy[it] = live ? to_float(off[(size_t)(2 * q) * plane]) : 0.f;
-    dx[it] = live ? to_float(off[(size_t)(2 * q + 1) * plane]) : 0.f;
-    mk[it] = live ? to_float(msk[(size_t)q * plane]) : 0.f;
+    dy[it] = live ? to_float(off[2 * it * pair_step]) : 0.f;
+    dx[it] = live ? to_float(off[2 * it * pair_step + plane]) : 0.f;
+    mk[it] = live ? to_float(msk[it * pair_step]) : 0.f;
   }
   int q = q_lo + qi0;
   int g = s.dg == 1 ? 0 : p.by_taps.div(q);
   int i = p.by_kernel_w.div(q - g * s.taps), j = (q - g * s.taps) - i * s.kernel_w;
-  const T* image = p.input_nhwc + (long long)n_img * s.height * s.width * s.c_pad;
+  const int image_pixel = n_img * s.height * s.width;  // the image's first pixel in the NHWC input
   const int y_base = ho * s.stride_h - s.pad_h, x_base = wo * s.stride_w - s.pad_w;
-  const long long right_step = s.c_pad, down_step = (long long)s.width * s.c_pad;
+  const int down_step = s.width * s.c_pad;
+  const float nan = __int_as_float(0x7fc00000);
 #pragma unroll
   for (int it = 0; it < kIter; ++it) {
     const int qi = qi0 + it * STRIDE;
     if (qi >= nq) break;
-    float4 w = make_float4(0.f, 0.f, 0.f, 0.f);
-    ulonglong2 where01 = make_ulonglong2(zero, zero), where23 = where01;
-    if (inside) {
-      const float y = (float)(y_base + i * s.dil_h) + dy[it];
-      const float x = (float)(x_base + j * s.dil_w) + dx[it];
-      if (isnan(y) || isnan(x)) {
-        const float nan = __int_as_float(0x7fc00000);
-        w = make_float4(nan, nan, nan, nan);
-      } else if (y > -1.f && y < (float)s.height && x > -1.f && x < (float)s.width) {
-        const float yf = floorf(y), xf = floorf(x);
-        const int y0 = (int)yf, x0 = (int)xf;
-        const float ly = y - yf, lx = x - xf, hy = 1.f - ly, hx = 1.f - lx;
-        const float m = mk[it];
-        w = make_float4(hy * hx * m, hy * lx * m, ly * hx * m, ly * lx * m);
-        const bool top = y0 >= 0, bottom = y0 + 1 <= s.height - 1;
-        const bool left = x0 >= 0, right = x0 + 1 <= s.width - 1;
-        const T* corner = image + ((long long)y0 * s.width + x0) * s.c_pad + g * s.cpg_pad;
-        if (top && left) where01.x = reinterpret_cast<unsigned long long>(corner);
-        if (top && right) where01.y = reinterpret_cast<unsigned long long>(corner + right_step);
-        if (bottom && left) where23.x = reinterpret_cast<unsigned long long>(corner + down_step);
-        if (bottom && right) where23.y = reinterpret_cast<unsigned long long>(corner + down_step + right_step);
-      }
-    }
+    const float y = (float)(y_base + i * s.dil_h) + dy[it];
+    const float x = (float)(x_base + j * s.dil_w) + dx[it];
+    // A NaN coordinate compares false (not in range); its weights are NaN, its corners zero.
+    const bool in_range = inside && y > -1.f && y < (float)s.height && x > -1.f && x < (float)s.width;
+    const bool not_a_number = inside && (isnan(y) || isnan(x));
+    const float yc = in_range ? y : 0.f, xc = in_range ? x : 0.f;
+    const float yf = floorf(yc), xf = floorf(xc);
+    const int y0 = (int)yf, x0 = (int)xf;
+    const float ly = yc - yf, lx = xc - xf, hy = 1.f - ly, hx = 1.f - lx;
+    const float m = mk[it];
+    const float other = not_a_number ? nan : 0.f;  // the weights outside the range
+    const float4 w = in_range ? make_float4(hy * hx * m, hy * lx * m, ly * hx * m, ly * lx * m)
+                              : make_float4(other, other, other, other);
+    const bool top = in_range && y0 >= 0, bottom = in_range && y0 + 1 <= s.height - 1;
+    const bool left = x0 >= 0, right = x0 + 1 <= s.width - 1;
+    const int corner = (image_pixel + y0 * s.width + x0) * s.c_pad + g * s.cpg_pad;
+    auto address = [&](bool valid, int element) {
+      return valid ? reinterpret_cast<unsigned long long>(p.input_nhwc + element) : zero;
+    };
     t.weights[qi * bm + pl] = table_weights<T>(w);
-    t.where[2 * (qi * bm + pl)] = where01;
-    t.where[2 * (qi * bm + pl) + 1] = where23;
+    t.where[2 * (qi * bm + pl)] = make_ulonglong2(address(top && left, corner), address(top && right, corner + s.c_pad));
+    t.where[2 * (qi * bm + pl) + 1] = make_ulonglong2(address(bottom && left, corner + down_step),
+                                                      address(bottom && right, corner + down_step + s.c_pad));
     for (j += STRIDE; j >= s.kernel_w;) {  // (g, i, j) of pair q + STRIDE
       j -= s.kernel_w;
       if (++i == kernel_h) {
@@ -1136,26 +1140,47 @@ __device__ __forceinline__ float tile_bias(const GemmParams<T>& p, int n0) {
 
 // Epilogue shared by the kernels: bias, cast, stage the BM x BN tile in shared memory
 // ([n][m] for NCHW output, [m][n] for channels-last), then store along pixels (NCHW) or
-// along each pixel's channels (channels-last). `fragments(put)` calls put(row, column,
-// value) for each of the thread's accumulators; `bias` is tile_bias<T, BN>. Thread c puts
-// the bias of column c in shared memory: each accumulator then reads it there (a global
-// load per accumulator serialised about 30 cached loads in every warp's epilogue).
+// along each pixel's channels (channels-last). `fragments(put)` calls put(row, column, v0,
+// v1) for each pair of the thread's accumulators that sit in columns `column` (even) and
+// `column + 1` of one row (both MMA layouts hold such pairs); `bias` is tile_bias<T, BN>.
+// Thread c puts the bias of column c in shared memory: each accumulator then reads it there
+// (a global load per accumulator serialised about 30 cached loads in every warp's
+// epilogue). The layout is chosen once, outside the accumulator loop, and a channels-last
+// pair is one 4-byte (8-byte for fp32) store.
+template <typename T>
+__device__ __forceinline__ void store_pair(T* dst, float v0, float v1) {
+  if constexpr (std::is_same<T, __half>::value) {
+    *reinterpret_cast<__half2*>(dst) = __floats2half2_rn(v0, v1);
+  } else if constexpr (std::is_same<T, __nv_bfloat16>::value) {
+    *reinterpret_cast<__nv_bfloat162*>(dst) = __floats2bfloat162_rn(v0, v1);
+  } else {
+    *reinterpret_cast<float2*>(dst) = make_float2(v0, v1);
+  }
+}
+
 template <typename T, int BM, int BN, int THREADS, typename Fragments>
 __device__ __forceinline__ void store_tile(const GemmParams<T>& p, char* smem, int tile_m_idx, int n0,
                                            float bias, Fragments fragments) {
   static_assert(THREADS % BM == 0, "epilogue: one pixel per thread and pass");
   static_assert(BN <= THREADS, "one bias per thread");
-  __shared__ float bias_tile[BN];
+  __shared__ __align__(8) float bias_tile[BN];
   const Shape& s = p.s;
   const int tid = threadIdx.x;
   T* smem_c = reinterpret_cast<T*>(smem);
   if (tid < BN) bias_tile[tid] = bias;
   __syncthreads();
-  fragments([&](int row, int col, float v) {
-    v += bias_tile[col];
-    if (s.channels_last) smem_c[row * (BN + 8) + col] = from_float<T>(v);
-    else smem_c[col * (BM + 8) + row] = from_float<T>(v);
-  });
+  if (s.channels_last) {
+    fragments([&](int row, int col, float v0, float v1) {
+      const float2 b = *reinterpret_cast<const float2*>(&bias_tile[col]);
+      store_pair<T>(smem_c + row * (BN + 8) + col, v0 + b.x, v1 + b.y);
+    });
+  } else {
+    fragments([&](int row, int col, float v0, float v1) {
+      const float2 b = *reinterpret_cast<const float2*>(&bias_tile[col]);
+      smem_c[col * (BM + 8) + row] = from_float<T>(v0 + b.x);
+      smem_c[(col + 1) * (BM + 8) + row] = from_float<T>(v1 + b.y);
+    });
+  }
   __syncthreads();
   const int plane = s.out_h * s.out_w;
   if (s.channels_last) {  // 16-byte stores along each pixel's channels
@@ -1253,9 +1278,9 @@ __global__ void __launch_bounds__(THREADS, MinBlocks<T, BM, BN, THREADS>::value)
 #pragma unroll
       for (int nt = 0; nt < K::NT; ++nt)
 #pragma unroll
-        for (int c = 0; c < 4; ++c)
-          put(st.warp_m * K::WM + mt * 16 + st.lane / 4 + (c / 2) * 8,
-              st.warp_n * K::WN + nt * 8 + (st.lane % 4) * 2 + (c % 2), st.acc[mt][nt][c]);
+        for (int c = 0; c < 4; c += 2)
+          put(st.warp_m * K::WM + mt * 16 + st.lane / 4 + (c / 2) * 8, st.warp_n * K::WN + nt * 8 + (st.lane % 4) * 2,
+              st.acc[mt][nt][c], st.acc[mt][nt][c + 1]);
   });
 #endif
 }
@@ -1315,10 +1340,14 @@ __device__ __forceinline__ int swizzled(int row, int chunk16) {
 }
 
 // K-major operand descriptor, 128-byte swizzle: start address, stride between 8-row groups
-// (1024 bytes), layout type 1; the leading offset is unused for this layout.
-__device__ __forceinline__ uint64_t wgmma_descriptor(const void* smem) {
+// (1024 bytes), layout type 1; the leading offset is unused for this layout. Only the low
+// word varies (the start address / 16, which tile and k16 offsets add to): the kernels keep
+// that word, and Wgmma::run ORs in the fixed high word (stride 1024 >> 4 in bits 32-45,
+// layout 1 in bits 62-63), so that no 64-bit arithmetic runs per product.
+#define DCN_WGMMA_DESCRIPTOR_HIGH "0x4000004000000000"
+__device__ __forceinline__ uint32_t wgmma_descriptor(const void* smem) {
   const uint32_t a = (uint32_t)__cvta_generic_to_shared(smem);
-  return (uint64_t)((a & 0x3FFFF) >> 4) | ((uint64_t)(1024 >> 4) << 32) | ((uint64_t)1 << 62);
+  return (a & 0x3FFFF) >> 4;
 }
 
 template <typename T, int N>
@@ -1327,18 +1356,21 @@ struct Wgmma;  // D[64 x N] += A[64 x K] * B[K x N] for 32 bytes of K (k16 16-bi
 
 #define DCN_WGMMA_ACC8(i) "+f"(d[i + 0]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), \
                           "+f"(d[i + 4]), "+f"(d[i + 5]), "+f"(d[i + 6]), "+f"(d[i + 7])
-// Operands: the accumulators (%0 .. %ACC-1), then the A and B descriptors and the scale-d
-// flag (1: D += A * B). KIND is the instruction's K and types; IMM its scale (and, for
-// 16-bit types, transpose) immediates: TF32 takes no transpose flags (K-major only).
+// Operands: the accumulators (%0 .. %ACC-1), then the low words of the A and B descriptors
+// and the scale-d flag (1: D += A * B). KIND is the instruction's K and types; IMM its scale
+// (and, for 16-bit types, transpose) immediates: TF32 takes no transpose flags (K-major only).
 #define DCN_WGMMA_DEFINE(TYPE, KIND, IMM, N, REGS, A, B, SCALE, ...)                                 \
   template <>                                                                                       \
   struct Wgmma<TYPE, N> {                                                                           \
-    static __device__ __forceinline__ void run(float* d, uint64_t a, uint64_t b) {                 \
-      asm volatile("{\n.reg .pred accumulate;\nsetp.ne.b32 accumulate, %" SCALE ", 0;\n"           \
+    static __device__ __forceinline__ void run(float* d, uint32_t a, uint32_t b) {                 \
+      asm volatile("{\n.reg .pred accumulate;\n.reg .b64 da, db;\n"                                  \
+                   "setp.ne.b32 accumulate, %" SCALE ", 0;\n"                                       \
+                   "cvt.u64.u32 da, %" A ";\nor.b64 da, da, " DCN_WGMMA_DESCRIPTOR_HIGH ";\n"       \
+                   "cvt.u64.u32 db, %" B ";\nor.b64 db, db, " DCN_WGMMA_DESCRIPTOR_HIGH ";\n"       \
                    "wgmma.mma_async.sync.aligned.m64n" #N KIND " " REGS                             \
-                   ", %" A ", %" B ", accumulate, " IMM ";\n}\n"                                     \
+                   ", da, db, accumulate, " IMM ";\n}\n"                                           \
                    : __VA_ARGS__                                                                    \
-                   : "l"(a), "l"(b), "r"(1));                                                      \
+                   : "r"(a), "r"(b), "r"(1));                                                      \
     }                                                                                               \
   };
 #define DCN_WGMMA_REGS16 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}"
@@ -1369,6 +1401,7 @@ DCN_WGMMA_ALL(float, "k8.f32.tf32.tf32", "1, 1")
 #undef DCN_WGMMA_REGS16
 #undef DCN_WGMMA_REGS32
 #undef DCN_WGMMA_REGS64
+#undef DCN_WGMMA_DESCRIPTOR_HIGH
 
 // One K step of a warpgroup's product from swizzled tiles (descriptors a, b): 32 bytes of
 // each row per instruction. 3xTF32 (kParts 2; the small parts kASmall / kBSmall bytes after
@@ -1376,10 +1409,10 @@ DCN_WGMMA_ALL(float, "k8.f32.tf32.tf32", "1, 1")
 // not lost against the big one. Every wgmma kernel multiplies through here: same products
 // in the same order, hence the same bits at the same split.
 template <typename T, int N, int kParts, int kASmall, int kBSmall>
-__device__ __forceinline__ void wgmma_k_step(float* acc, uint64_t a, uint64_t b) {
+__device__ __forceinline__ void wgmma_k_step(float* acc, uint32_t a, uint32_t b) {
 #pragma unroll
   for (int kk = 0; kk < kSwizzleRow / 32; ++kk) {
-    const uint64_t step = (uint64_t)(kk * 32 / 16);  // descriptor addresses count 16 bytes
+    const uint32_t step = (uint32_t)(kk * 32 / 16);  // descriptor addresses count 16 bytes
     if constexpr (kParts == 2) {
       Wgmma<T, N>::run(acc, a + kASmall / 16 + step, b + step);
       Wgmma<T, N>::run(acc, a + step, b + kBSmall / 16 + step);
@@ -1436,7 +1469,7 @@ struct WgmmaStage {
   float acc[K::kAcc];
   const T* b_src;
   int b_row;  // this thread's first B row (output channel) within the tile
-  uint64_t desc_a, desc_b;  // descriptors of this warpgroup's rows of A and B buffer 0
+  uint32_t desc_a, desc_b;  // descriptors of this warpgroup's rows of A and B buffer 0
 
   template <int R>
   __device__ __forceinline__ void load(int kpos, int q, int chunk, int buf) {
@@ -1469,8 +1502,8 @@ struct WgmmaStage {
   __device__ __forceinline__ void compute(int buf) {
 #if defined(DCN_IGEMM_WGMMA_DEVICE)
     // A descriptor's low bits are the address / 16: a tile or k16 offset adds to it directly.
-    const uint64_t a = desc_a + (uint64_t)(buf * BM * kSwizzleRow / 16);
-    const uint64_t b = desc_b + (uint64_t)(buf * BN * kSwizzleRow / 16);
+    const uint32_t a = desc_a + (uint32_t)(buf * BM * kSwizzleRow / 16);
+    const uint32_t b = desc_b + (uint32_t)(buf * BN * kSwizzleRow / 16);
 #pragma unroll
     for (int i = 0; i < K::kAcc; ++i) asm volatile("" : "+f"(acc[i])::"memory");
     asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
@@ -1550,9 +1583,9 @@ __global__ void __launch_bounds__(256, WgmmaMinBlocks<T, BM, BN>::value) igemm_w
   const int warp = (tid / 32) % 4, lane = tid % 32;
   store_tile<T, BM, BN, 256>(p, smem, tile_m_idx, n0, bias, [&](auto&& put) {
 #pragma unroll
-    for (int i = 0; i < K::kAcc; ++i)
+    for (int i = 0; i < K::kAcc; i += 2)
       put(st.group_m * 64 + warp * 16 + lane / 4 + 8 * ((i / 2) % 2),
-          st.group_n * K::kGroupN + 8 * (i / 4) + 2 * (lane % 4) + i % 2, st.acc[i]);
+          st.group_n * K::kGroupN + 8 * (i / 4) + 2 * (lane % 4), st.acc[i], st.acc[i + 1]);
   });
 #elif defined(__CUDA_ARCH__)
   __trap();  // never launched: the host picks wgmma tiles only for sm_90a builds on sm_90
@@ -1667,20 +1700,27 @@ __global__ void __launch_bounds__(WsShape<T, BM, BN, P>::kThreads, 1) igemm_ws_k
     for (int a = 0; a < K::kAcc; ++a) acc[a] = 0.f;
     // Consumer: the product of stage i overlaps the wait for stage i + 1; stage i is freed
     // once the product of stage i + 1 has been issued and that of i has finished.
-    const uint64_t desc_a = wgmma_descriptor(smem);
-    const uint64_t desc_b = wgmma_descriptor(smem + K::kParts * K::kAPart);
+    const uint32_t desc_a = wgmma_descriptor(smem);
+    const uint32_t desc_b = wgmma_descriptor(smem + K::kParts * K::kAPart);
+    // Stage and phase advance as counters (S need not be a power of two).
+    int stage = 0, previous = S - 1;
+    uint32_t phase = 0, offset = 0;  // offset: the stage's descriptor offset (16-byte units)
     for (int i = 0; i < steps; ++i) {
-      const int stage = i % S;
-      mbarrier_wait(&full[stage], (uint32_t)(i / S) & 1u);
-      const uint64_t a = desc_a + (uint64_t)(stage * K::kStageBytes / 16);
-      const uint64_t b = desc_b + (uint64_t)(stage * K::kStageBytes / 16);
+      mbarrier_wait(&full[stage], phase);
 #pragma unroll
       for (int r = 0; r < K::kAcc; ++r) asm volatile("" : "+f"(acc[r])::"memory");
       asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
-      wgmma_k_step<T, BN, K::kParts, K::kAPart, K::kBPart>(acc, a, b);
+      wgmma_k_step<T, BN, K::kParts, K::kAPart, K::kBPart>(acc, desc_a + offset, desc_b + offset);
       asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
       asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
-      if (i > 0 && lane == 0) mbarrier_arrive(&empty[(i - 1) % S]);
+      if (i > 0 && lane == 0) mbarrier_arrive(&empty[previous]);
+      previous = stage;
+      offset += K::kStageBytes / 16;
+      if (++stage == S) {
+        stage = 0;
+        offset = 0;
+        phase ^= 1u;
+      }
     }
     asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
 #pragma unroll
@@ -1704,10 +1744,19 @@ __global__ void __launch_bounds__(WsShape<T, BM, BN, P>::kThreads, 1) igemm_ws_k
       }
     };
     // Waits until step i's stage is free and starts copying its weights.
-    auto copy_weights = [&](int i, int q_i, int chunk_i) {
-      const int stage = i % S;
-      mbarrier_wait(&empty[stage], ((uint32_t)(i / S) & 1u) ^ 1u);
-      char* b_tile = smem + stage * K::kStageBytes + K::kParts * K::kAPart;
+    // A step's stage and the parity of its pass over the ring, advanced P steps at a time
+    // (P < S: one pass at most) instead of divided out of the step index.
+    struct Ring {
+      int stage;
+      uint32_t phase;
+      __device__ __forceinline__ Ring ahead() const {
+        return stage + P < S ? Ring{stage + P, phase} : Ring{stage + P - S, phase ^ 1u};
+      }
+    };
+    static_assert(P < S, "a producer's steps are fewer than a ring apart");
+    auto copy_weights = [&](Ring at, int q_i, int chunk_i) {
+      mbarrier_wait(&empty[at.stage], at.phase ^ 1u);
+      char* b_tile = smem + at.stage * K::kStageBytes + K::kParts * K::kAPart;
       const T* src = b_src + (size_t)(q_i * cpq + chunk_i) * K::kChunk;  // packed K order: tap-major
 #pragma unroll
       for (int part = 0; part < K::kParts; ++part)
@@ -1725,18 +1774,20 @@ __global__ void __launch_bounds__(WsShape<T, BM, BN, P>::kThreads, 1) igemm_ws_k
     constexpr bool kEarlyWeights = S >= P + 2;
     int q = 0, chunk = 0;
     uint4 v[K::PPT][4];
+    Ring at{group, 0u};  // step group's place (group < P < S)
     if (group < steps) {
       step_of(group, q, chunk);
-      if (kEarlyWeights) copy_weights(group, q, chunk);
+      if (kEarlyWeights) copy_weights(at, q, chunk);
       gather_pixels<T, K::PPT, K::kPixelsPerPass>(table.where + 2 * ((q - q_lo) * BM + pixel0),
                                                    chunk * K::kChunk + element, v);
     }
     for (int i = group; i < steps; i += P) {
-      const int stage = i % S, next = i + P;
+      const int next = i + P;
+      const Ring at_next = at.ahead();
       int q_next = 0, chunk_next = 0;
       if (next < steps) step_of(next, q_next, chunk_next);
-      if (!kEarlyWeights) copy_weights(i, q, chunk);
-      char* a_tile = smem + stage * K::kStageBytes;
+      if (!kEarlyWeights) copy_weights(at, q, chunk);
+      char* a_tile = smem + at.stage * K::kStageBytes;
       // Each pixel's registers, once blended, take its corners of step `next`: those gathers
       // are in flight for the rest of this step, the signal and the wait for the next stage
       // (the gathers' round trip, not the blend, is a producer's longest wait).
@@ -1753,7 +1804,7 @@ __global__ void __launch_bounds__(WsShape<T, BM, BN, P>::kThreads, 1) igemm_ws_k
         if (next < steps) gather4<T>(table.where + 2 * ((q_next - q_lo) * BM + pl), chunk_next * K::kChunk + element, v[j]);
       }
       if (kEarlyWeights && next < steps) {
-        copy_weights(next, q_next, chunk_next);
+        copy_weights(at_next, q_next, chunk_next);
         cp_async_wait_pending<1>();  // this step's weights; the next step's may still fly
       } else {
         cp_async_wait_all();
@@ -1762,7 +1813,8 @@ __global__ void __launch_bounds__(WsShape<T, BM, BN, P>::kThreads, 1) igemm_ws_k
       // its warp signals (release): the consumer's wait acquires all four warps' stores.
       asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
       __syncwarp();
-      if (lane == 0) mbarrier_arrive(&full[stage]);
+      if (lane == 0) mbarrier_arrive(&full[at.stage]);
+      at = at_next;
       q = q_next;
       chunk = chunk_next;
     }
@@ -1779,8 +1831,8 @@ __global__ void __launch_bounds__(WsShape<T, BM, BN, P>::kThreads, 1) igemm_ws_k
   store_tile<T, BM, BN, K::kThreads>(p, smem, tile_m_idx, n0, bias, [&](auto&& put) {
     if (tid < 128) {  // the consumer's accumulators, in igemm_wgmma_kernel's layout
 #pragma unroll
-      for (int i = 0; i < K::kAcc; ++i)
-        put(warp * 16 + lane / 4 + 8 * ((i / 2) % 2), 8 * (i / 4) + 2 * (lane % 4) + i % 2, acc[i]);
+      for (int i = 0; i < K::kAcc; i += 2)
+        put(warp * 16 + lane / 4 + 8 * ((i / 2) % 2), 8 * (i / 4) + 2 * (lane % 4), acc[i], acc[i + 1]);
     }
   });
 #elif defined(__CUDA_ARCH__)
