@@ -474,6 +474,7 @@ struct GemmParams {
   // s.taps * s.chunks_per_q (set by launch_with).
   FastDiv by_tiles_m, by_per_image, by_patches_w, by_taps, by_kernel_w, by_cpq, by_per_group;
   int split_k;
+  FastDiv by_split_k;  // a slice's K steps and rows (k_steps * split_k < 2^31: launch_with)
   // Launched before the stream's previous kernel has finished (no prepare kernel; kernels
   // that support it only): wait for it before the first access to global memory.
   bool early_launch;
@@ -726,13 +727,12 @@ __device__ __forceinline__ void split_k_shared(const GemmParams<T>& p, const flo
   int* const counter = p.counters + blockIdx.x;
   float* const partials = p.partials + (size_t)blockIdx.x * split_k * BM * BN;
   if (tid < 128) {  // the consumer's accumulators, in igemm_wgmma_kernel's layout
-    float* const mine = partials + (size_t)split * BM * BN;
     const int warp = tid / 32, lane = tid % 32;
+    // The thread's first pair; the others sit at compile-time offsets from it.
+    float* const mine = partials + (size_t)split * BM * BN + (warp * 16 + lane / 4) * BN + 2 * (lane % 4);
 #pragma unroll
-    for (int i = 0; i < kAcc; i += 2) {
-      const int row = warp * 16 + lane / 4 + 8 * ((i / 2) % 2), col = 8 * (i / 4) + 2 * (lane % 4);
-      __stcg(reinterpret_cast<float2*>(mine + row * BN + col), make_float2(acc[i], acc[i + 1]));
-    }
+    for (int i = 0; i < kAcc; i += 2)
+      __stcg(reinterpret_cast<float2*>(mine + 8 * ((i / 2) % 2) * BN + 8 * (i / 4)), make_float2(acc[i], acc[i + 1]));
   }
   if (tid < BN) bias_tile[tid] = bias;
   // As in split_k_reduce: the barrier orders the block's stores before thread 0's release,
@@ -747,17 +747,14 @@ __device__ __forceinline__ void split_k_shared(const GemmParams<T>& p, const flo
   }
   __syncthreads();
   const Shape& s = p.s;
-  const int r0 = BM * split / split_k, rows = BM * (split + 1) / split_k - r0;
+  const int r0 = p.by_split_k.div(BM * split), rows = p.by_split_k.div(BM * (split + 1)) - r0;
   constexpr int kQuads = BN / 4;
   const int plane = s.out_h * s.out_w;
   const bool vector_ok = s.cout % 4 == 0 && reinterpret_cast<uintptr_t>(p.output) % (4 * sizeof(T)) == 0;
   struct alignas(4 * sizeof(T)) Quad {
     T v[4];
   };
-  for (int e = tid; e < rows * kQuads; e += blockDim.x) {
-    // Consecutive threads along a pixel's channels (channels-last) or along pixels (NCHW).
-    const int row = r0 + (s.channels_last ? e / kQuads : e % rows);
-    const int col = 4 * (s.channels_last ? e % kQuads : e / rows);
+  auto reduce_quad = [&](int row, int col) {
     const float* src = partials + row * BN + col;
     float4 sum = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll 8
@@ -769,7 +766,7 @@ __device__ __forceinline__ void split_k_shared(const GemmParams<T>& p, const flo
       sum.w += v.w;
     }
     int n_img, pix, ho, wo;
-    if (!locate_pixel(p, tile_m_idx, row, BM, n_img, pix, ho, wo)) continue;
+    if (!locate_pixel(p, tile_m_idx, row, BM, n_img, pix, ho, wo)) return;
     Quad out;
     out.v[0] = from_float<T>(sum.x + bias_tile[col]);
     out.v[1] = from_float<T>(sum.y + bias_tile[col + 1]);
@@ -785,6 +782,15 @@ __device__ __forceinline__ void split_k_shared(const GemmParams<T>& p, const flo
     } else {
       T* dst = p.output + ((size_t)n_img * s.cout + n0 + col) * plane + pix;
       for (int j = 0; j < 4 && n0 + col + j < s.cout; ++j) dst[(size_t)j * plane] = out.v[j];
+    }
+  };
+  // Consecutive threads along a pixel's channels (channels-last) or along pixels (NCHW).
+  if (s.channels_last) {
+    for (int e = tid; e < rows * kQuads; e += blockDim.x) reduce_quad(r0 + e / kQuads, 4 * (e % kQuads));
+  } else {
+    for (int e = tid; e < rows * kQuads; e += blockDim.x) {
+      const int quad = e / rows;
+      reduce_quad(r0 + (e - quad * rows), 4 * quad);
     }
   }
   if (tid == 0) {
@@ -1262,8 +1268,8 @@ __global__ void __launch_bounds__(THREADS, MinBlocks<T, BM, BN, THREADS>::value)
 #pragma unroll
       for (int c = 0; c < 4; ++c) st.acc[a][b][c] = 0.f;
 
-  const int k_begin = p.split_k == 1 ? 0 : (int)((long long)s.k_steps * split / p.split_k);
-  const int k_end = p.split_k == 1 ? s.k_steps : (int)((long long)s.k_steps * (split + 1) / p.split_k);
+  const int k_begin = p.split_k == 1 ? 0 : p.by_split_k.div(s.k_steps * split);
+  const int k_end = p.split_k == 1 ? s.k_steps : p.by_split_k.div(s.k_steps * (split + 1));
   if (DCN_IGEMM_PROBE != 2) k_loop<T>(p, st, st.table, BM, tile_m_idx, k_begin, k_end);
 
   wait_for_prepare();  // also for a slice without K steps
@@ -1548,7 +1554,7 @@ __global__ void __launch_bounds__(256, WgmmaMinBlocks<T, BM, BN>::value) igemm_w
   const int tid = threadIdx.x;
   const int tile_n_idx = p.by_tiles_m.div(blockIdx.x), tile_m_idx = blockIdx.x - tile_n_idx * p.tiles_m;
   const int split = blockIdx.y;
-  const int group = tid / 128;
+  const int group = __shfl_sync(0xffffffffu, tid / 128, 0);  // known uniform per warp: wgmma descriptors in uniform registers
   if (p.early_launch) wait_for_prepare();  // the launch overlapped the previous kernel's tail
 
   WgmmaStage<T, BM, BN> st{p};
@@ -1570,8 +1576,8 @@ __global__ void __launch_bounds__(256, WgmmaMinBlocks<T, BM, BN>::value) igemm_w
 #pragma unroll
   for (int a = 0; a < K::kAcc; ++a) st.acc[a] = 0.f;
 
-  const int k_begin = p.split_k == 1 ? 0 : (int)((long long)s.k_steps * split / p.split_k);
-  const int k_end = p.split_k == 1 ? s.k_steps : (int)((long long)s.k_steps * (split + 1) / p.split_k);
+  const int k_begin = p.split_k == 1 ? 0 : p.by_split_k.div(s.k_steps * split);
+  const int k_end = p.split_k == 1 ? s.k_steps : p.by_split_k.div(s.k_steps * (split + 1));
   if (DCN_IGEMM_PROBE != 2) k_loop<T>(p, st, st.table, BM, tile_m_idx, k_begin, k_end);
 
   wait_for_prepare();
@@ -1674,8 +1680,8 @@ __global__ void __launch_bounds__(WsShape<T, BM, BN, P>::kThreads, 1) igemm_ws_k
   CornerTable table;
   table.weights = reinterpret_cast<float4*>(smem + S * K::kStageBytes);
   table.where = reinterpret_cast<ulonglong2*>(smem + S * K::kStageBytes + kTableTaps * BM * 16);
-  const int k_begin = p.split_k == 1 ? 0 : (int)((long long)s.k_steps * split / p.split_k);
-  const int k_end = p.split_k == 1 ? s.k_steps : (int)((long long)s.k_steps * (split + 1) / p.split_k);
+  const int k_begin = p.split_k == 1 ? 0 : p.by_split_k.div(s.k_steps * split);
+  const int k_end = p.split_k == 1 ? s.k_steps : p.by_split_k.div(s.k_steps * (split + 1));
   const int cpq = s.chunks_per_q, taps = s.taps, per_group = cpq * taps;
   const bool chunk_major = p.split_k == 1;
   // The table's (group, tap) pairs: all of them without split-K, the slice's with it.
@@ -1695,7 +1701,11 @@ __global__ void __launch_bounds__(WsShape<T, BM, BN, P>::kThreads, 1) igemm_ws_k
   // Set by the consumer only: left undefined in the producers, it takes no registers there.
   float acc[K::kAcc];
   const int lane = tid % 32;
-  if (tid < 128) {
+  // The warpgroup's role, broadcast from lane 0 so that the compiler knows it is the same
+  // in every lane (as CUTLASS does): the consumer's descriptor arithmetic can then stay
+  // in uniform registers.
+  const int role = __shfl_sync(0xffffffffu, tid / 128, 0);
+  if (role == 0) {
 #pragma unroll
     for (int a = 0; a < K::kAcc; ++a) acc[a] = 0.f;
     // Consumer: the product of stage i overlaps the wait for stage i + 1; stage i is freed
@@ -1727,7 +1737,7 @@ __global__ void __launch_bounds__(WsShape<T, BM, BN, P>::kThreads, 1) igemm_ws_k
     for (int r = 0; r < K::kAcc; ++r) asm volatile("" : "+f"(acc[r])::"memory");
   } else {
     // Producer warpgroup `group` fills the stages of steps group, group + P, ...
-    const int group = tid / 128 - 1, t = tid % 128;
+    const int group = role - 1, t = tid % 128;
     const int lane8 = t % kLanesPerPixel, pixel0 = t / kLanesPerPixel;
     const int element = lane8 * Traits<T>::kVec;
     const size_t k_total = (size_t)s.k_steps * K::kChunk;
@@ -2297,6 +2307,10 @@ inline cudaError_t launch_with(const ForwardArgs<T>& args, void* workspace, cuda
   gp.by_per_image = FastDiv(gp.patches_h * gp.patches_w);
   gp.by_patches_w = FastDiv(gp.patches_w);
   gp.split_k = config.split_k;
+  // Slice bounds k_steps * split / split_k in 32 bits (FastDiv): shape_supported keeps
+  // k_steps below 2^31 / (chunk * 128) and the rules split at most 16 ways.
+  if ((long long)s.k_steps * config.split_k >= (1LL << 31)) return cudaErrorNotSupported;
+  gp.by_split_k = FastDiv(config.split_k);
   gp.early_launch = false;  // launch_dynamic decides
   gp.shared_reduction = is_ws_tile(config.tile) && config.split_k > 1 && config.shared_reduction;
   const dim3 grid((unsigned)tiles, (unsigned)config.split_k);
