@@ -1554,8 +1554,13 @@ __global__ void __launch_bounds__(256, WgmmaMinBlocks<T, BM, BN>::value) igemm_w
   const int tid = threadIdx.x;
   const int tile_n_idx = p.by_tiles_m.div(blockIdx.x), tile_m_idx = blockIdx.x - tile_n_idx * p.tiles_m;
   const int split = blockIdx.y;
-  const int group = __shfl_sync(0xffffffffu, tid / 128, 0);  // known uniform per warp: wgmma descriptors in uniform registers
-  if (p.early_launch) wait_for_prepare();  // the launch overlapped the previous kernel's tail
+  // The warpgroup, broadcast from lane 0 so that the compiler knows it is the same in every
+  // lane: the descriptor and step arithmetic then runs in uniform registers (16-bit types;
+  // fp32's three products per 32 bytes ran 6 % slower on 64x128wg so, bench/NOTES.md v19).
+  const int group = Traits<T>::kTf32x3 ? tid / 128 : __shfl_sync(0xffffffffu, tid / 128, 0);
+  // Launched early (16-bit types only: fp32's 64x64wg ran 5 % slower with this wait in it,
+  // bench/NOTES.md v19): wait for the previous kernel before any global access.
+  if (!Traits<T>::kTf32x3 && p.early_launch) wait_for_prepare();
 
   WgmmaStage<T, BM, BN> st{p};
   st.smem_a = smem;
@@ -2323,7 +2328,7 @@ inline cudaError_t launch_with(const ForwardArgs<T>& args, void* workspace, cuda
   case Tile::NAME:                                                                               \
     if constexpr (wgmma_built<T>() && WgmmaShape<T, BM, BN>::kSmem <= kMaxSmemPerBlock) {       \
       return launch_dynamic<T>(igemm_wgmma_kernel<T, BM, BN>, grid, 256, WgmmaShape<T, BM, BN>::kSmem, \
-                               stream, gp, prepare, !prepare);                                   \
+                               stream, gp, prepare, !prepare && !Traits<T>::kTf32x3);            \
     }                                                                                            \
     return cudaErrorInvalidValue;
 #define DCN_IGEMM_WS_TILE(NAME, BM, BN, P)                                                             \
