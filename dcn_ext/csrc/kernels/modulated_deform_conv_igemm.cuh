@@ -2199,7 +2199,7 @@ inline size_t workspace_bytes_for(const ForwardArgs<T>& a, const Config& c) {
 // seventh session, bench/NOTES.md v16b).
 //
 // Without a prepare kernel, kernels that wait first (early_launch_ok: the warp-specialised
-// and the wgmma ones) are launched programmatically too: their launch and block start-up
+// ones, and the wgmma ones for 16-bit types) are launched programmatically too: their launch and block start-up
 // then overlap the previous kernel's last blocks, and griddepcontrol.wait at their entry
 // keeps every global access after that kernel's completion (wgmma, channels-last fp16 b1 on
 // one H100: the 64->64 layers 13.6 -> 13.1 us; bench/NOTES.md v19).
