@@ -50,3 +50,21 @@ def test_igemm_header_compiles(tmp_path, arch):
     # The warp-specialised wgmma kernels: 2 shapes x 3 dtypes, only where wgmma is built.
     assert sum("igemm_ws_kernel" in line for line in compiled) == (6 if wgmma else 0), result.stderr[-2000:]
     assert "spill" in result.stderr  # ptxas printed its resource report
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed: cannot compile the CUDA kernels")
+def test_ab_timing_tool_builds_and_refuses_bad_arguments(tmp_path):
+    # bench/igemm_ab.cu builds against a directory of kernel headers (main's or an
+    # experiment's); its argument errors come before any CUDA call, so they run here too.
+    binary = tmp_path / "igemm_ab"
+    result = subprocess.run(
+        ["nvcc", "-std=c++17", "-O1", f"-I{ROOT / 'dcn_ext/csrc/kernels'}", "-gencode=arch=compute_90a,code=sm_90a",
+         "-DDCN_IGEMM_WGMMA=1", str(ROOT / "bench/igemm_ab.cu"), "-o", str(binary)],
+        capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    for args, named in ((["--type", "fp8"], "unknown --type fp8"), (["--batch", "0"], "--batch must be at least 1"),
+                        (["--tile", "99"], "--tile must name a Tile"), (["--split"], "missing value for --split"),
+                        (["--fast"], "unknown argument --fast")):
+        refused = subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=60)
+        assert refused.returncode == 2, (args, refused.stdout, refused.stderr)
+        assert named in refused.stderr and "usage: igemm_ab" in refused.stderr, (args, refused.stderr)
