@@ -2161,7 +2161,10 @@ inline bool shape_supported(const ConvGeometry& g) {
   // 32-bit index math: element offsets into the NHWC copy (all images), pixel indices
   // (plus a tile), offset/mask channel indices and packed-weight indices.
   constexpr long long kLimit = (1LL << 31) - 1024;
-  if ((long long)s.batch * s.height * s.width * s.c_pad >= kLimit) return false;
+  // The corner table forms its corners' element offsets in 32 bits, up to one row and one
+  // pixel past the last image (corners outside the image, which read the zero pixel
+  // instead): those must not overflow either.
+  if (((long long)s.batch * s.height * s.width + s.width + 1) * s.c_pad >= kLimit) return false;
   if (s.m_total >= kLimit) return false;
   if ((long long)s.batch * 3 * s.dg * s.taps >= kLimit) return false;
   if ((long long)s.batch * g.in_channels >= kLimit) return false;
