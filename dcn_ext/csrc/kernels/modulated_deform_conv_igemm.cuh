@@ -482,6 +482,14 @@ struct GemmParams {
   bool shared_reduction;
 };
 
+// The K steps [k_begin, k_end) of slice `split`: k_steps * split / split_k in 32 bits; an
+// unsplit launch needs no division.
+template <typename T>
+__device__ __forceinline__ void slice_steps(const GemmParams<T>& p, int split, int& k_begin, int& k_end) {
+  k_begin = p.split_k == 1 ? 0 : p.by_split_k.div(p.s.k_steps * split);
+  k_end = p.split_k == 1 ? p.s.k_steps : p.by_split_k.div(p.s.k_steps * (split + 1));
+}
+
 // Output pixel `pl` of pixel tile `tile`: false when it lies outside the image.
 template <typename T>
 __device__ __forceinline__ bool locate_pixel(const GemmParams<T>& p, int tile, int pl, int bm, int& n_img,
@@ -1268,8 +1276,8 @@ __global__ void __launch_bounds__(THREADS, MinBlocks<T, BM, BN, THREADS>::value)
 #pragma unroll
       for (int c = 0; c < 4; ++c) st.acc[a][b][c] = 0.f;
 
-  const int k_begin = p.split_k == 1 ? 0 : p.by_split_k.div(s.k_steps * split);
-  const int k_end = p.split_k == 1 ? s.k_steps : p.by_split_k.div(s.k_steps * (split + 1));
+  int k_begin, k_end;
+  slice_steps(p, split, k_begin, k_end);
   if (DCN_IGEMM_PROBE != 2) k_loop<T>(p, st, st.table, BM, tile_m_idx, k_begin, k_end);
 
   wait_for_prepare();  // also for a slice without K steps
@@ -1581,8 +1589,8 @@ __global__ void __launch_bounds__(256, WgmmaMinBlocks<T, BM, BN>::value) igemm_w
 #pragma unroll
   for (int a = 0; a < K::kAcc; ++a) st.acc[a] = 0.f;
 
-  const int k_begin = p.split_k == 1 ? 0 : p.by_split_k.div(s.k_steps * split);
-  const int k_end = p.split_k == 1 ? s.k_steps : p.by_split_k.div(s.k_steps * (split + 1));
+  int k_begin, k_end;
+  slice_steps(p, split, k_begin, k_end);
   if (DCN_IGEMM_PROBE != 2) k_loop<T>(p, st, st.table, BM, tile_m_idx, k_begin, k_end);
 
   wait_for_prepare();
@@ -1685,8 +1693,8 @@ __global__ void __launch_bounds__(WsShape<T, BM, BN, P>::kThreads, 1) igemm_ws_k
   CornerTable table;
   table.weights = reinterpret_cast<float4*>(smem + S * K::kStageBytes);
   table.where = reinterpret_cast<ulonglong2*>(smem + S * K::kStageBytes + kTableTaps * BM * 16);
-  const int k_begin = p.split_k == 1 ? 0 : p.by_split_k.div(s.k_steps * split);
-  const int k_end = p.split_k == 1 ? s.k_steps : p.by_split_k.div(s.k_steps * (split + 1));
+  int k_begin, k_end;
+  slice_steps(p, split, k_begin, k_end);
   const int cpq = s.chunks_per_q, taps = s.taps, per_group = cpq * taps;
   const bool chunk_major = p.split_k == 1;
   // The table's (group, tap) pairs: all of them without split-K, the slice's with it.
