@@ -68,3 +68,20 @@ def test_ab_timing_tool_builds_and_refuses_bad_arguments(tmp_path):
         refused = subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=60)
         assert refused.returncode == 2, (args, refused.stdout, refused.stderr)
         assert named in refused.stderr and "usage: igemm_ab" in refused.stderr, (args, refused.stderr)
+
+
+def test_ab_timing_tool_times_the_dla34_layers_of_the_bench():
+    # igemm_ab.cu lists the 16 DLA-34 DCN layers as (cin, cout, stride, count); they must be
+    # bench/dcn_layers.py's, which the committed bench runs.
+    import re
+    import sys
+    from collections import Counter
+    sys.path.insert(0, str(ROOT))
+    from bench.dcn_layers import DLA34_LAYERS
+    text = (ROOT / "bench/igemm_ab.cu").read_text(encoding="utf-8")
+    table = re.search(r"kDla34\[\] = \{(.*?)\};", text, re.S).group(1)
+    listed = {(int(a), int(b), int(c)): int(d)
+              for a, b, c, d in re.findall(r"\{(\d+),\s*(\d+),\s*(\d+),\s*(\d+)\}", table)}
+    expected = Counter((cin, cout, stride) for _, cin, cout, stride in DLA34_LAYERS)
+    assert listed == dict(expected)
+    assert sum(listed.values()) == 16
