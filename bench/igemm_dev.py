@@ -54,11 +54,12 @@ gpu_us = gpu_time_us
 DT = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 TILES = {0: "32x64", 1: "64x64", 2: "64x128", 3: "32x128", 4: "32x64w8", 5: "64x64w8", 6: "64x128w8",
          7: "128x64w8", 8: "128x128w8", 9: "64x64wg", 10: "128x64wg", 11: "64x128wg", 12: "128x128wg",
-         13: "64x256wg", 14: "64x64ws", 15: "64x128ws",
+         13: "64x256wg", 14: "64x64ws", 15: "64x128ws", 16: "128x64ra",
          # the ws tiles with the last slice summing all (igemm_dev_ext.cu: config_of), for A/B
          114: "64x64ws-last", 115: "64x128ws-last"}
 WS_TILES = {14, 15, 114, 115}  # warp-specialised: 3x3 kernels with one deformable group only
 TOO_BIG_FOR_FP32 = {13}  # 64x256wg with big and small fp32 parts: more shared memory than an SM has
+RA_TILES = {16}  # register-A: 16-bit types, up to 64 input channels, 3x3, one group, no split
 PHASES = os.environ.get("DEV_PHASES", "acc,bits,prof,sweep").split(",")
 
 
@@ -84,11 +85,13 @@ def main():
             ref = reference(x, off, mask, wt, b, st, pd, 1, 1, dg)
             tiles = [int(t) for t in os.environ.get("DEV_ACC_TILES", ",".join(map(str, TILES))).split(",")]
             tiles = [t for t in tiles if (dname != "fp32" or t not in TOO_BIG_FOR_FP32)
-                     and (t not in WS_TILES or k * k * dg <= 9)]
+                     and (t not in WS_TILES or k * k * dg <= 9)
+                     and (t not in RA_TILES or (dname != "fp32" and cin <= 64 and k == 3 and dg == 1))]
             ksteps = ext.auto_config(x, off, wt, st, pd, 1, dg)[2]
             chunk = 32 if dname == "fp32" else 64
             layouts = ["nchw"] + (["channels_last"] if (cin // dg) % chunk == 0 else [])
-            for tile, split, layout in [(t, s_, lay) for t in [-1] + tiles for s_ in ([1, 2] if t >= 0 else [0])
+            for tile, split, layout in [(t, s_, lay) for t in [-1] + tiles
+                                        for s_ in (([1] if t in RA_TILES else [1, 2]) if t >= 0 else [0])
                                         for lay in layouts]:
                 if split > ksteps:
                     continue
@@ -175,8 +178,10 @@ def main():
             for tile in tiles:
                 if dname == "fp32" and tile in TOO_BIG_FOR_FP32:
                     continue
+                if tile in RA_TILES and (dname == "fp32" or cin > 64):
+                    continue
                 for split in [int(v) for v in os.environ.get("DEV_SPLITS", "1,2,3,4,6,8,12,16").split(",")]:
-                    if split > ksteps // 2 and split > 1:
+                    if (split > ksteps // 2 or tile in RA_TILES) and split > 1:
                         continue
                     ws = torch.empty(ext.workspace_bytes(x, off, wt, 1, 1, 1, 1, tile, split), dtype=torch.uint8, device="cuda")
                     t = gpu_us(lambda: ext.forward(x, off, mask, wt, b, ws, 1, 1, 1, 1, tile, split, packed, counters))

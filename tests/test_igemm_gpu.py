@@ -20,6 +20,12 @@ CASES = [  # batch, cin, cout, h, w, kernel, stride, pad, deformable groups
     # 169 tiles of 64 pixels, more than an H100 holds warp-specialised blocks at once (the
     # batch-1 rule then takes two wgmma blocks per SM); an odd number of outputs
     (1, 64, 63, 100, 97, 3, 1, 1, 1),
+    # 64 (padded) input channels and one wave of 128-pixel tiles (119 to 132 on an H100):
+    # the register-A tile (fp16/bf16), with 40 channels padded, 70 outputs (two N tiles,
+    # the second partial) and patches cut by the image's edge; then stride 2 over a batch.
+    (1, 64, 64, 128, 128, 3, 1, 1, 1),
+    (1, 40, 70, 90, 79, 3, 1, 1, 1),
+    (3, 64, 64, 150, 120, 3, 2, 1, 1),
 ]
 LIMITS = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-3}
 
@@ -82,7 +88,9 @@ def _call(ops, x, offset, mask, weight, bias, dg=1):
 # (n, cin, cout, h, w, dg): channel counts the kernel reads channels-last as is (multiples
 # of the 64 / 32-channel K step), one it must copy (72), split-K and several groups.
 CHANNELS_LAST_CASES = [(2, 64, 64, 20, 28, 1), (1, 512, 256, 16, 16, 1), (1, 72, 40, 17, 23, 1),
-                       (1, 128, 32, 9, 11, 2), (1, 64, 64, 100, 97, 1)]
+                       (1, 128, 32, 9, 11, 2), (1, 64, 64, 100, 97, 1),
+                       # the register-A tile: two N tiles; an odd channel count (staged epilogue)
+                       (1, 64, 128, 128, 64, 1), (1, 64, 63, 127, 121, 1)]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)

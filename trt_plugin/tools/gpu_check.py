@@ -66,6 +66,9 @@ CASES = [
     Case("mixed_no_bias", 12, 6, 13, 17, (3, 2), (2, 1), (1, 0), (2, 1), 3, 2, False, 6.0),
     # Wider channels (the implicit-GEMM path where the kernel header takes it).
     Case("wide_128", 128, 128, 16, 16, (3, 3), (1, 1), (1, 1), (1, 1), 1, 1, True, 1.5),
+    # 64 channels and, at batch 3, one wave of 128-pixel tiles: the register-A kernel on an
+    # H100 (fp16, bf16), its weight image packed into the workspace at every enqueue.
+    Case("centernet_64_wave", 64, 64, 96, 56, (3, 3), (1, 1), (1, 1), (1, 1), 1, 1, True, 2.0),
 ]
 SANITIZER_CASES = [
     Case("sanitize_small", 8, 8, 7, 9, (3, 3), (1, 1), (1, 1), (1, 1), 1, 1, True, 3.0),
@@ -73,7 +76,7 @@ SANITIZER_CASES = [
     Case("sanitize_wide", 64, 64, 12, 10, (3, 3), (1, 1), (1, 1), (1, 1), 1, 1, True, 2.0),
 ]
 # (case, whether the plugin takes x and y channels-last for it)
-CHANNELS_LAST_CASES = [(CASES[0], True), (CASES[2], True), (CASES[1], False)]
+CHANNELS_LAST_CASES = [(CASES[0], True), (CASES[2], True), (CASES[3], True), (CASES[1], False)]
 BATCH = 3
 # The batch outputs by (case, dtype, layout): a channels-last run must give the NCHW bits.
 BATCH_OUTPUTS: Dict[Tuple[str, str, str], torch.Tensor] = {}

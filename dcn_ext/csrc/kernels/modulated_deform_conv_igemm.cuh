@@ -28,7 +28,12 @@
 //     split-K slices, launched cooperatively, share the reduction (each sums a band of
 //     the tile's rows over all slices, in the same order). A channels-last input is read
 //     in place (no copy) and packed weights may come from the caller (dcn_ext keeps
-//     them), so the prepare kernel may be left out altogether.
+//     them), so the prepare kernel may be left out altogether. 64-channel 3x3 layers
+//     whose 128-pixel tiles fill one wave take kernel 2d on sm_90a builds (16-bit types):
+//     each thread blends its corners straight into wgmma's register A operand, the
+//     weights' pre-swizzled image (packed with the weights, in the K order of that
+//     operand, so its sums differ from the other kernels' in the last bits) arrives by
+//     one bulk copy, and no block-wide barrier runs in the K loop.
 #pragma once
 
 #include <cstddef>
@@ -65,12 +70,14 @@ enum class Tile : int {
   k32x64 = 0, k64x64 = 1, k64x128 = 2, k32x128 = 3,
   k32x64w8 = 4, k64x64w8 = 5, k64x128w8 = 6, k128x64w8 = 7, k128x128w8 = 8,
   k64x64wg = 9, k128x64wg = 10, k64x128wg = 11, k128x128wg = 12, k64x256wg = 13,
-  k64x64ws = 14, k64x128ws = 15,
+  k64x64ws = 14, k64x128ws = 15, k128x64ra = 16,
 };
-constexpr int kTileCount = 16;
+constexpr int kTileCount = 17;
 inline bool is_wgmma_tile(Tile t) { return (int)t >= (int)Tile::k64x64wg; }
 // The warp-specialised wgmma tiles: one corner-table fill per block.
-inline bool is_ws_tile(Tile t) { return (int)t >= (int)Tile::k64x64ws; }
+inline bool is_ws_tile(Tile t) { return t == Tile::k64x64ws || t == Tile::k64x128ws; }
+// The register-A wgmma tile (kernel 2d): 64-channel 3x3 layers, 16-bit types, no split.
+inline bool is_ra_tile(Tile t) { return t == Tile::k128x64ra; }
 
 struct Config {
   Tile tile;
@@ -91,7 +98,7 @@ inline TileShape tile_shape(Tile t) {
                                              {64, 128, 256}, {128, 64, 256}, {128, 128, 256},
                                              {64, 64, 256},  {128, 64, 256}, {64, 128, 256},
                                              {128, 128, 256}, {64, 256, 256}, {64, 64, 512},
-                                             {64, 128, 512}};
+                                             {64, 128, 512}, {128, 64, 256}};
   return kShapes[(int)t];
 }
 inline int tile_m(Tile t) { return tile_shape(t).m; }
@@ -158,7 +165,19 @@ struct Shape {
   bool channels_last;      // input read and output written NHWC, no NHWC copy
   bool weights_resident;   // the caller passes packed weights (no packing per call)
   bool counters_resident;  // the caller passes split-K counters that are zero at rest
+  // The packed weights also hold the register-A kernel's image (kernel 2d): 16-bit types
+  // on sm_90a builds, one deformable group of 64 (padded) channels, 3x3 kernel.
+  bool ra_image;
 };
+
+// The register-A kernel (kernel 2d) multiplies 64 channels a tap with the A operand in
+// registers; wgmma then reads K position k of a thread's fragment (k = 16 j + 8 h + 2 t
+// + e, t = lane % 4) where the thread's sixteen channels 16 t .. 16 t + 15 of the pixel
+// sit in the order f = 4 j + 2 h + e, so that two 16-byte loads per corner fill them.
+// The weights are packed in the same order: K position k of a tap holds channel ra_channel(k).
+__host__ __device__ constexpr int ra_channel(int k) {
+  return 16 * ((k / 2) % 4) + 4 * (k / 16) + 2 * ((k / 8) % 2) + k % 2;
+}
 
 template <typename T>
 inline Shape make_shape(const ConvGeometry& g) {
@@ -189,7 +208,20 @@ inline Shape make_shape(const ConvGeometry& g) {
   s.channels_last = false;
   s.weights_resident = false;
   s.counters_resident = false;
+#if defined(DCN_IGEMM_WGMMA)
+  s.ra_image = !Traits<T>::kTf32x3 && s.dg == 1 && s.taps == 9 && s.kernel_w == 3 && s.c_pad == Traits<T>::kChunk;
+#else
+  s.ra_image = false;
+#endif
   return s;
+}
+
+// Elements of the packed weights: [cout_pad][K] (fp32: big parts, then small parts), then
+// the register-A image where the shape has one ([cout_pad / 64][9 taps][64 rows][64]).
+template <typename T>
+inline size_t packed_weight_elements(const Shape& s) {
+  return (Traits<T>::kTf32x3 ? 2 : 1) * (size_t)s.cout_pad * s.k_steps * Traits<T>::kChunk +
+         (s.ra_image ? (size_t)s.cout_pad * s.taps * Traits<T>::kChunk : 0);
 }
 
 template <typename T>
@@ -225,8 +257,7 @@ inline Layout make_layout(const Shape& s, const Config& c) {
   l.input_offset = off;
   if (!s.channels_last) off += align_up((size_t)s.batch * s.height * s.width * s.c_pad * sizeof(T), kAlign);
   l.weight_offset = off;
-  if (!s.weights_resident)
-    off += align_up((Traits<T>::kTf32x3 ? 2 : 1) * (size_t)s.cout_pad * s.k_steps * Traits<T>::kChunk * sizeof(T), kAlign);
+  if (!s.weights_resident) off += align_up(packed_weight_elements<T>(s) * sizeof(T), kAlign);
   l.partial_offset = off;
   if (c.split_k > 1) {
     off += align_up((size_t)c.split_k * l.tiles_m * l.tiles_n * tile_m(c.tile) * tile_n(c.tile) *
@@ -450,6 +481,16 @@ __global__ void __launch_bounds__(256) prepare_kernel(PrepareParams<T> p) {
         p.weight_packed[((size_t)s.cout_pad + co) * k_total + k] = tf32_round(v - big);
       } else {
         p.weight_packed[(size_t)co * k_total + k] = v;
+      }
+    }
+    if (s.ra_image) {  // row co % 64 of the tile's taps, 16-byte chunks swizzled as wgmma reads them
+      const int row = co % 64;
+      T* image = p.weight_packed + (size_t)s.cout_pad * k_total + ((size_t)(co / 64) * s.taps * 64 + row) * 64;
+      for (int k = threadIdx.x; k < s.taps * 64; k += blockDim.x) {
+        const int tap = k / 64, position = k % 64, cl = ra_channel(position);
+        T v = from_float<T>(0.f);
+        if (co < s.cout && cl < p.cpg) v = p.weight[(size_t)(co * p.channels + cl) * s.taps + tap];
+        image[(size_t)tap * 64 * 64 + ((position / 8) ^ (row % 8)) * 8 + position % 8] = v;
       }
     }
   }
@@ -1864,6 +1905,269 @@ __global__ void __launch_bounds__(WsShape<T, BM, BN, P>::kThreads, 1) igemm_ws_k
 }
 
 // ---------------------------------------------------------------------------------------
+// Kernel 2d: register-A wgmma for 64-channel 3x3 layers (16-bit types, sm_90a builds,
+// unsplit), the tile k128x64ra: 128 pixels x 64 output channels, two warpgroups of 64
+// pixels each, all nine taps. bench/NOTES.md v20.
+//
+// Why: in the kernels above the blended A tile goes through shared memory (a store, a
+// proxy fence, a barrier, and wgmma reading it back once per warpgroup); with 64 input
+// channels the K loop is only nine steps and a block's fixed costs weigh as much. Here a
+// thread blends its corners straight into wgmma's A fragment (two pixels, sixteen
+// channels: ra_channel orders the weights to match), so a warp never waits for another:
+// no barrier in the K loop. The whole 64 x 576 weight block stays in shared memory,
+// brought in by one bulk copy of its pre-swizzled image (packed with the weights). Each
+// warp fills the corner table of its own sixteen pixels, two taps at a time, the later
+// taps inside the K loop two steps ahead of their first use, so that the first gathers
+// wait for one pass of the table arithmetic instead of five.
+struct RaShape {
+  static constexpr int kThreads = 256, BM = 128, BN = 64, kTaps = 9;
+  static constexpr int kWarpTable = kTaps * 16 * kTableEntryBytes;  // [tap][16 pixels]: 16-byte weights, 32-byte corners
+  static constexpr int kSmemB = kTaps * BN * kSwizzleRow;            // 72 KB: every tap's 64 x 64 weights
+  static constexpr int kSmem = kSmemB + 8 * kWarpTable + kAlignSlack;
+  static_assert(BM * (BN + 8) * 2 <= 8 * kWarpTable, "epilogue staging fits the tables");
+};
+
+template <typename T>
+struct WgmmaRa;  // D[64 x 64] += A[64 x 16] (registers) * B[16 x 64] (K-major shared memory)
+#define DCN_WGMMA_RA_DEFINE(TYPE, KIND)                                                                  \
+  template <>                                                                                           \
+  struct WgmmaRa<TYPE> {                                                                                \
+    static __device__ __forceinline__ void run(float* d, const uint32_t (&a)[4], uint32_t b) {         \
+      asm volatile("{\n.reg .b64 db;\ncvt.u64.u32 db, %36;\nor.b64 db, db, 0x4000004000000000;\n"          \
+                   "wgmma.mma_async.sync.aligned.m64n64" KIND " " DCN_WGMMA_RA_ACC                       \
+                   ", {%32,%33,%34,%35}, db, 1, 1, 1, 0;\n}\n"                                         \
+                   : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),  \
+                     "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), \
+                     "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]),          \
+                     "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]),          \
+                     "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])           \
+                   : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b));                                 \
+    }                                                                                                   \
+  };
+#define DCN_WGMMA_RA_ACC                                                                             \
+  "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25," \
+  "%26,%27,%28,%29,%30,%31}"
+#if defined(DCN_IGEMM_WGMMA_DEVICE)
+DCN_WGMMA_RA_DEFINE(__half, "k16.f32.f16.f16")
+DCN_WGMMA_RA_DEFINE(__nv_bfloat16, "k16.f32.bf16.bf16")
+#endif
+#undef DCN_WGMMA_RA_DEFINE
+#undef DCN_WGMMA_RA_ACC
+
+// A thread's corners of one step: [pixel r0, r0 + 8][channels 16 t .., 16 t + 8 ..][corner].
+struct RaGathered {
+  uint4 v[2][2][4];
+  float4 w[2];
+};
+
+// This warp's pixel (lane % 16) for the table: whether it is inside the output, its position.
+struct RaPixel {
+  bool inside;
+  int n_img, pix, ho, wo;
+};
+
+template <typename T>
+__device__ __forceinline__ void ra_gather(const char* table, int tap, int r0, int t, RaGathered& g) {
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int row = tap * 16 + r0 + 8 * r;
+    g.w[r] = reinterpret_cast<const float4*>(table)[row];
+    const ulonglong2* where = reinterpret_cast<const ulonglong2*>(table + RaShape::kTaps * 16 * 16) + 2 * row;
+    const ulonglong2 a = where[0], b = where[1];
+    const unsigned long long corner[4] = {a.x, a.y, b.x, b.y};
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+      for (int c = 0; c < 4; ++c)
+        g.v[r][h][c] = __ldg(reinterpret_cast<const uint4*>(reinterpret_cast<const T*>(corner[c]) + 16 * t + 8 * h));
+  }
+}
+
+// Blends a step's corners into the four k16 fragments of wgmma's A operand.
+template <typename T>
+__device__ __forceinline__ void ra_blend(const RaGathered& g, uint32_t (&a)[4][4]) {
+  uint4 blended[2][2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) blended[r][h] = blend_vector<T>(g.v[r][h], g.w[r]);
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {  // fragment j: channels 16 t + 4 j .. + 3 of rows r0 (regs 0, 2) and r0 + 8 (1, 3)
+    const uint32_t* row0 = reinterpret_cast<const uint32_t*>(&blended[0][j / 2]);
+    const uint32_t* row8 = reinterpret_cast<const uint32_t*>(&blended[1][j / 2]);
+    a[j][0] = row0[2 * (j % 2)];
+    a[j][1] = row8[2 * (j % 2)];
+    a[j][2] = row0[2 * (j % 2) + 1];
+    a[j][3] = row8[2 * (j % 2) + 1];
+  }
+}
+
+// One corner-table entry (fill_corner_table's arithmetic, one deformable group): this
+// lane's pixel at `tap`, written at [tap][lane % 16] of the warp's table.
+template <typename T>
+__device__ __forceinline__ void ra_entry(const GemmParams<T>& p, const RaPixel& px, char* table, int tap, float dy,
+                                         float dx, float m) {
+  const Shape& s = p.s;
+  const int i = tap / 3, j = tap - 3 * i;
+  const float y = (float)(px.ho * s.stride_h - s.pad_h + i * s.dil_h) + dy;
+  const float x = (float)(px.wo * s.stride_w - s.pad_w + j * s.dil_w) + dx;
+  const bool in_range = px.inside && y > -1.f && y < (float)s.height && x > -1.f && x < (float)s.width;
+  const bool not_a_number = px.inside && (isnan(y) || isnan(x));
+  const float yc = in_range ? y : 0.f, xc = in_range ? x : 0.f;
+  const float yf = floorf(yc), xf = floorf(xc);
+  const int y0 = (int)yf, x0 = (int)xf;
+  const float ly = yc - yf, lx = xc - xf, hy = 1.f - ly, hx = 1.f - lx;
+  const float other = not_a_number ? __int_as_float(0x7fc00000) : 0.f;
+  const float4 w = in_range ? make_float4(hy * hx * m, hy * lx * m, ly * hx * m, ly * lx * m)
+                            : make_float4(other, other, other, other);
+  const bool top = in_range && y0 >= 0, bottom = in_range && y0 + 1 <= s.height - 1;
+  const bool left = x0 >= 0, right = x0 + 1 <= s.width - 1;
+  const int corner = (px.n_img * s.height * s.width + y0 * s.width + x0) * s.c_pad;
+  const int down = s.width * s.c_pad;
+  const unsigned long long zero = reinterpret_cast<unsigned long long>(&g_zero_pixel[0]);
+  auto address = [&](bool valid, int element) {
+    return valid ? reinterpret_cast<unsigned long long>(p.input_nhwc + element) : zero;
+  };
+  const int at = tap * 16 + (int)(threadIdx.x % 16);
+  reinterpret_cast<float4*>(table)[at] = table_weights<T>(w);
+  ulonglong2* where = reinterpret_cast<ulonglong2*>(table + RaShape::kTaps * 16 * 16) + 2 * at;
+  where[0] = make_ulonglong2(address(top && left, corner), address(top && right, corner + s.c_pad));
+  where[1] = make_ulonglong2(address(bottom && left, corner + down), address(bottom && right, corner + down + s.c_pad));
+}
+
+template <typename T>
+__global__ void __launch_bounds__(RaShape::kThreads, 1) igemm_ra_kernel(GemmParams<T> p) {
+#if defined(DCN_IGEMM_WGMMA_DEVICE)
+  if (DCN_IGEMM_PROBE == 1) return;
+  using K = RaShape;
+  extern __shared__ uint4 smem_dyn[];
+  __shared__ uint64_t weights_full;
+  const uint32_t base = smem_address(smem_dyn);  // aligned as in igemm_wgmma_kernel
+  char* smem = reinterpret_cast<char*>(smem_dyn) + ((kAlignSlack - base % kAlignSlack) % kAlignSlack);
+  const Shape& s = p.s;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int tile_n_idx = p.by_tiles_m.div(blockIdx.x), tile_m_idx = blockIdx.x - tile_n_idx * p.tiles_m;
+  const int n0 = tile_n_idx * K::BN;
+  char* smem_b = smem;
+  char* table = smem + K::kSmemB + warp * K::kWarpTable;
+  const T* image = p.weight_packed + (size_t)s.cout_pad * s.k_steps * Traits<T>::kChunk +
+                   (size_t)tile_n_idx * K::kTaps * K::BN * Traits<T>::kChunk;
+  if (tid == 0) {
+    mbarrier_init(&weights_full, 1);
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+  // One bulk copy of the tile's weights, as soon as they may be read: at entry when launched
+  // early (no prepare kernel), else after the prepare kernel (below).
+  auto copy_weights = [&]() {
+    if (tid == 0) {
+      asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_address(&weights_full)),
+                   "r"(K::kSmemB)
+                   : "memory");
+      asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
+                       smem_address(smem_b)),
+                   "l"(image), "r"(K::kSmemB), "r"(smem_address(&weights_full))
+                   : "memory");
+    }
+  };
+  if (p.early_launch) {
+    wait_for_prepare();
+    copy_weights();
+  }
+  const int r0 = lane / 4, t = lane % 4;
+  // Channels-last output with an even channel count: each warp stores its own rows from its
+  // accumulators (pairs of columns 8 i + 2 t), with the bias of those columns kept from
+  // here. A block holds an SM alone, so a whole-block staged epilogue (two barriers) would
+  // keep the next block waiting for the slowest warp (batch 8: 88 against 81 us).
+  const bool direct = s.channels_last && s.cout % 2 == 0;
+  uint32_t bias_pair[8];  // the two columns' bias in T, as loaded (registers are scarce here)
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const int col = n0 + 8 * i + 2 * t;
+    bias_pair[i] = direct && p.bias != nullptr && col < s.cout ? *reinterpret_cast<const uint32_t*>(p.bias + col) : 0u;
+  }
+  const float bias = direct ? 0.f : tile_bias<T, K::BN>(p, n0);
+  // The table: lane l keeps pixel l % 16 of the warp's sixteen and taps l / 16 + 2 j. All of
+  // its offsets and mask values are loaded here, in one round trip (left alone, the compiler
+  // issues the later taps' loads next to their use inside the K loop).
+  RaPixel px;
+  px.inside = locate_pixel(p, tile_m_idx, warp * 16 + lane % 16, K::BM, px.n_img, px.pix, px.ho, px.wo);
+  const int plane = s.out_h * s.out_w;
+  float dy[5], dx[5], mk[5];
+#pragma unroll
+  for (int j = 0; j < 5; ++j) {
+    const int tap = lane / 16 + 2 * j;
+    const bool live = px.inside && tap < K::kTaps;
+    const size_t pair = (size_t)px.n_img * K::kTaps + tap;
+    dy[j] = live ? to_float(p.offset[2 * pair * plane + px.pix]) : 0.f;
+    dx[j] = live ? to_float(p.offset[(2 * pair + 1) * plane + px.pix]) : 0.f;
+    mk[j] = live ? to_float(p.mask[pair * plane + px.pix]) : 0.f;
+  }
+#pragma unroll
+  for (int j = 0; j < 5; ++j) asm volatile("" : "+f"(dy[j]), "+f"(dx[j]), "+f"(mk[j]));
+  ra_entry(p, px, table, lane / 16, dy[0], dx[0], mk[0]);  // taps 0 and 1
+  __syncwarp();
+  if (!p.early_launch) {
+    wait_for_prepare();  // the NHWC input and the weights' image come from the prepare kernel
+    copy_weights();
+  }
+  RaGathered g[2];
+  ra_gather<T>(table, 0, r0, t, g[0]);
+  mbarrier_wait(&weights_full, 0);
+  const uint32_t desc_b = wgmma_descriptor(smem_b);
+  float acc[32];
+#pragma unroll
+  for (int i = 0; i < 32; ++i) acc[i] = 0.f;
+  uint32_t a[2][4][4];
+#pragma unroll
+  for (int step = 0; step < K::kTaps; ++step) {
+    if (step + 1 < K::kTaps) ra_gather<T>(table, step + 1, r0, t, g[(step + 1) % 2]);
+    if (step % 2 == 0 && step + 2 < K::kTaps) {  // taps step + 2 and step + 3, first read in steps step + 1, step + 2
+      const int j = step / 2 + 1, tap = lane / 16 + 2 * j;
+      if (tap < K::kTaps) ra_entry(p, px, table, tap, dy[j], dx[j], mk[j]);
+      __syncwarp();
+    }
+    ra_blend<T>(g[step % 2], a[step % 2]);
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+      WgmmaRa<T>::run(acc, a[step % 2][j], desc_b + (uint32_t)((step * K::BN * kSwizzleRow + j * 32) / 16));
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+    // The product of step - 1 is done: its fragments may be overwritten next step.
+    asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+  }
+  asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+#pragma unroll
+  for (int i = 0; i < 32; ++i) asm volatile("" : "+f"(acc[i])::"memory");
+  // Accumulator i: row r0 + 8 * ((i / 2) % 2) of the warp's sixteen, column 8 * (i / 4) +
+  // 2 t + i % 2 (the wgmma kernels' layout).
+  if (direct) {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      RaPixel out;
+      if (!locate_pixel(p, tile_m_idx, warp * 16 + r0 + 8 * half, K::BM, out.n_img, out.pix, out.ho, out.wo)) continue;
+      T* row = p.output + ((size_t)out.n_img * plane + out.pix) * s.cout + n0 + 2 * t;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        if (n0 + 8 * i + 2 * t >= s.cout) continue;
+        const T* b = reinterpret_cast<const T*>(&bias_pair[i]);
+        store_pair<T>(row + 8 * i, acc[4 * i + 2 * half] + to_float(b[0]), acc[4 * i + 2 * half + 1] + to_float(b[1]));
+      }
+    }
+    return;
+  }
+  // store_tile's first barrier orders every warp's last table read before the staging
+  // that overwrites the tables.
+  store_tile<T, K::BM, K::BN, K::kThreads>(p, smem + K::kSmemB, tile_m_idx, n0, bias, [&](auto&& put) {
+#pragma unroll
+    for (int i = 0; i < 32; i += 2) put(warp * 16 + r0 + 8 * ((i / 2) % 2), 8 * (i / 4) + 2 * t, acc[i], acc[i + 1]);
+  });
+#elif defined(__CUDA_ARCH__)
+  __trap();  // never launched: the host picks this tile only for sm_90a builds on sm_90
+#endif
+}
+
+// ---------------------------------------------------------------------------------------
 // Host side.
 inline int device_sm_count() {
   int dev = 0, sms = 132;
@@ -1903,6 +2207,7 @@ inline bool valid_config(const Shape& s, const Config& c) {
   if (c.split_k < 1 || c.split_k > s.k_steps) return false;
   if ((int)c.tile < 0 || (int)c.tile >= kTileCount) return false;
   if (is_ws_tile(c.tile) && s.dg * s.taps > kTableTaps) return false;  // one corner-table fill per block
+  if (is_ra_tile(c.tile) && (!s.ra_image || c.split_k != 1)) return false;  // 64 channels, 3x3, whole K
   return !is_wgmma_tile(c.tile) || wgmma_built<T>();
 }
 
@@ -1941,6 +2246,10 @@ inline int tile_blocks_per_sm(Tile t, int smem_per_sm) {
     break;
     DCN_IGEMM_WS_TILES(DCN_IGEMM_WS_OCCUPANCY)
 #undef DCN_IGEMM_WS_OCCUPANCY
+    case Tile::k128x64ra:
+      smem = RaShape::kSmem;
+      bound = 1;
+      break;
     default:
       break;
   }
@@ -2086,6 +2395,17 @@ inline Config choose_config(const Shape& shape, int sms, int smem_per_sm, bool w
     return Config{Tile::k32x64w8, 0};
   };
   const bool big_blocks = use_wgmma || tf32x3;
+  // 64-channel 3x3 layers (one deformable group, 16-bit types) whose 128-pixel tiles fill
+  // 90 % to 100 % of one wave: the register-A tile, unsplit (tenth session, bench/NOTES.md
+  // v20, one H100: 64->64 at 128x128 batch 1 12.6 -> 11.0 us channels-last, 15.9 -> 14.6 us
+  // NCHW, against 64x64wg). Launches of several waves keep the wgmma tiles: there it won
+  // with channels-last fp16 only (96x320 20.9 -> 20.3 us) and lost with NCHW input (26.0
+  // -> 26.4 us, batch 8 at 128x128 101 -> 105 us) and in bf16 (96x320 24.7 -> 25.8 us).
+  if (use_wgmma && shape.ra_image) {
+    const long long wave = (long long)sms * tile_blocks_per_sm<T>(Tile::k128x64ra, smem_per_sm);
+    const long long tiles = tile_count(shape, Tile::k128x64ra);
+    if (wave > 0 && tiles <= wave && tiles * 10 >= 9 * wave) return Config{Tile::k128x64ra, 1};
+  }
   const Config shared = shared_split();
   if (shared.split_k > 0) return shared;
   if (shape.batch == 1) {
@@ -2353,6 +2673,12 @@ inline cudaError_t launch_with(const ForwardArgs<T>& args, void* workspace, cuda
       DCN_IGEMM_TILES(DCN_IGEMM_TILE)
       DCN_IGEMM_WGMMA_TILES(DCN_IGEMM_WGMMA_TILE)
       DCN_IGEMM_WS_TILES(DCN_IGEMM_WS_TILE)
+      case Tile::k128x64ra:
+        if constexpr (wgmma_built<T>() && !Traits<T>::kTf32x3) {
+          return launch_dynamic<T>(igemm_ra_kernel<T>, grid, RaShape::kThreads, RaShape::kSmem, stream, gp, prepare,
+                                   true);
+        }
+        return cudaErrorInvalidValue;
       default:
         break;
     }
@@ -2417,8 +2743,7 @@ int igemm_counter_count(const ConvGeometry& geometry) {
 // Elements of the packed weights (ForwardArgs::weight_packed) for this geometry.
 template <typename T>
 size_t igemm_packed_weight_elements(const ConvGeometry& geometry) {
-  const igemm::Shape s = igemm::make_shape<T>(geometry);
-  return (igemm::Traits<T>::kTf32x3 ? 2 : 1) * (size_t)s.cout_pad * s.k_steps * igemm::Traits<T>::kChunk;
+  return igemm::packed_weight_elements<T>(igemm::make_shape<T>(geometry));
 }
 
 // Packs `weight` ([Cout, Cin, kh, kw]) into the GEMM's layout, for callers that keep the
