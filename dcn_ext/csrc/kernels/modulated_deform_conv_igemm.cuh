@@ -573,6 +573,39 @@ __device__ __forceinline__ float4 table_weights(const float4& w) {
   }
 }
 
+// One corner-table entry, for the sample (y, x) of a pixel (`inside`: the pixel is in the
+// output) with mask value m: the four bilinear weights with the mask folded in (NaN for a
+// NaN coordinate, zero outside the input), as table_weights<T> encodes them, and the four
+// corners' addresses in the NHWC input (image_pixel: the image's first pixel; channel:
+// the group's first channel); a corner outside the image reads g_zero_pixel.
+// Computed without branches, the corners as 32-bit element offsets (shape_supported
+// bounds them). Both table fills (fill_corner_table, ra_entry) write entries through here.
+template <typename T>
+__device__ __forceinline__ void corner_entry(const GemmParams<T>& p, bool inside, float y, float x, float m,
+                                             int image_pixel, int channel, float4& weights, ulonglong2* where) {
+  const Shape& s = p.s;
+  // A NaN coordinate compares false (not in range); its weights are NaN, its corners zero.
+  const bool in_range = inside && y > -1.f && y < (float)s.height && x > -1.f && x < (float)s.width;
+  const bool not_a_number = inside && (isnan(y) || isnan(x));
+  const float yc = in_range ? y : 0.f, xc = in_range ? x : 0.f;
+  const float yf = floorf(yc), xf = floorf(xc);
+  const int y0 = (int)yf, x0 = (int)xf;
+  const float ly = yc - yf, lx = xc - xf, hy = 1.f - ly, hx = 1.f - lx;
+  const float other = not_a_number ? __int_as_float(0x7fc00000) : 0.f;  // the weights outside the range
+  const float4 w = in_range ? make_float4(hy * hx * m, hy * lx * m, ly * hx * m, ly * lx * m)
+                            : make_float4(other, other, other, other);
+  const bool top = in_range && y0 >= 0, bottom = in_range && y0 + 1 <= s.height - 1;
+  const bool left = x0 >= 0, right = x0 + 1 <= s.width - 1;
+  const int corner = (image_pixel + y0 * s.width + x0) * s.c_pad + channel, down = s.width * s.c_pad;
+  const unsigned long long zero = reinterpret_cast<unsigned long long>(&g_zero_pixel[0]);
+  auto address = [&](bool valid, int element) {
+    return valid ? reinterpret_cast<unsigned long long>(p.input_nhwc + element) : zero;
+  };
+  weights = table_weights<T>(w);
+  where[0] = make_ulonglong2(address(top && left, corner), address(top && right, corner + s.c_pad));
+  where[1] = make_ulonglong2(address(bottom && left, corner + down), address(bottom && right, corner + down + s.c_pad));
+}
+
 template <typename T, int STRIDE>
 __device__ __forceinline__ void fill_corner_table(const GemmParams<T>& p, CornerTable t, int bm,
                                                   int tile, int q_lo, int nq) {
@@ -580,16 +613,14 @@ __device__ __forceinline__ void fill_corner_table(const GemmParams<T>& p, Corner
   // STRIDE apart: the pixel's position and its offset/mask addresses are computed once,
   // and the pair indices advance without divisions. All of a thread's offset and mask
   // loads are issued before the first is used (one round trip to memory, not one per pair).
-  // An entry is computed without branches, its corners as 32-bit element offsets into the
-  // NHWC input (shape_supported bounds them): the fill is run by every thread of a block
-  // before its first K step, so its instructions are on every layer's critical path.
+  // The fill is run by every thread of a block before its first K step, so its
+  // instructions are on every layer's critical path.
   constexpr int kIter = (kTableTaps + STRIDE - 1) / STRIDE;
   const Shape& s = p.s;
   const int plane = s.out_h * s.out_w;
   const int pl = (int)threadIdx.x % bm;
   const int qi0 = (int)threadIdx.x / bm;
   if (qi0 >= nq) return;
-  const unsigned long long zero = reinterpret_cast<unsigned long long>(&g_zero_pixel[0]);
   int n_img, pix, ho, wo;
   const bool inside = locate_pixel(p, tile, pl, bm, n_img, pix, ho, wo);
   const int kernel_h = p.by_kernel_w.div(s.taps);
@@ -612,35 +643,14 @@ __device__ __forceinline__ void fill_corner_table(const GemmParams<T>& p, Corner
   int i = p.by_kernel_w.div(q - g * s.taps), j = (q - g * s.taps) - i * s.kernel_w;
   const int image_pixel = n_img * s.height * s.width;  // the image's first pixel in the NHWC input
   const int y_base = ho * s.stride_h - s.pad_h, x_base = wo * s.stride_w - s.pad_w;
-  const int down_step = s.width * s.c_pad;
-  const float nan = __int_as_float(0x7fc00000);
 #pragma unroll
   for (int it = 0; it < kIter; ++it) {
     const int qi = qi0 + it * STRIDE;
     if (qi >= nq) break;
     const float y = (float)(y_base + i * s.dil_h) + dy[it];
     const float x = (float)(x_base + j * s.dil_w) + dx[it];
-    // A NaN coordinate compares false (not in range); its weights are NaN, its corners zero.
-    const bool in_range = inside && y > -1.f && y < (float)s.height && x > -1.f && x < (float)s.width;
-    const bool not_a_number = inside && (isnan(y) || isnan(x));
-    const float yc = in_range ? y : 0.f, xc = in_range ? x : 0.f;
-    const float yf = floorf(yc), xf = floorf(xc);
-    const int y0 = (int)yf, x0 = (int)xf;
-    const float ly = yc - yf, lx = xc - xf, hy = 1.f - ly, hx = 1.f - lx;
-    const float m = mk[it];
-    const float other = not_a_number ? nan : 0.f;  // the weights outside the range
-    const float4 w = in_range ? make_float4(hy * hx * m, hy * lx * m, ly * hx * m, ly * lx * m)
-                              : make_float4(other, other, other, other);
-    const bool top = in_range && y0 >= 0, bottom = in_range && y0 + 1 <= s.height - 1;
-    const bool left = x0 >= 0, right = x0 + 1 <= s.width - 1;
-    const int corner = (image_pixel + y0 * s.width + x0) * s.c_pad + g * s.cpg_pad;
-    auto address = [&](bool valid, int element) {
-      return valid ? reinterpret_cast<unsigned long long>(p.input_nhwc + element) : zero;
-    };
-    t.weights[qi * bm + pl] = table_weights<T>(w);
-    t.where[2 * (qi * bm + pl)] = make_ulonglong2(address(top && left, corner), address(top && right, corner + s.c_pad));
-    t.where[2 * (qi * bm + pl) + 1] = make_ulonglong2(address(bottom && left, corner + down_step),
-                                                      address(bottom && right, corner + down_step + s.c_pad));
+    corner_entry(p, inside, y, x, mk[it], image_pixel, g * s.cpg_pad, t.weights[qi * bm + pl],
+                 &t.where[2 * (qi * bm + pl)]);
     for (j += STRIDE; j >= s.kernel_w;) {  // (g, i, j) of pair q + STRIDE
       j -= s.kernel_w;
       if (++i == kernel_h) {
@@ -2002,8 +2012,8 @@ __device__ __forceinline__ void ra_blend(const RaGathered& g, uint32_t (&a)[4][4
   }
 }
 
-// One corner-table entry (fill_corner_table's arithmetic, one deformable group): this
-// lane's pixel at `tap`, written at [tap][lane % 16] of the warp's table.
+// This lane's pixel's corner-table entry at `tap` (one deformable group), written at
+// [tap][lane % 16] of the warp's table.
 template <typename T>
 __device__ __forceinline__ void ra_entry(const GemmParams<T>& p, const RaPixel& px, char* table, int tap, float dy,
                                          float dx, float m) {
@@ -2011,28 +2021,9 @@ __device__ __forceinline__ void ra_entry(const GemmParams<T>& p, const RaPixel& 
   const int i = tap / 3, j = tap - 3 * i;
   const float y = (float)(px.ho * s.stride_h - s.pad_h + i * s.dil_h) + dy;
   const float x = (float)(px.wo * s.stride_w - s.pad_w + j * s.dil_w) + dx;
-  const bool in_range = px.inside && y > -1.f && y < (float)s.height && x > -1.f && x < (float)s.width;
-  const bool not_a_number = px.inside && (isnan(y) || isnan(x));
-  const float yc = in_range ? y : 0.f, xc = in_range ? x : 0.f;
-  const float yf = floorf(yc), xf = floorf(xc);
-  const int y0 = (int)yf, x0 = (int)xf;
-  const float ly = yc - yf, lx = xc - xf, hy = 1.f - ly, hx = 1.f - lx;
-  const float other = not_a_number ? __int_as_float(0x7fc00000) : 0.f;
-  const float4 w = in_range ? make_float4(hy * hx * m, hy * lx * m, ly * hx * m, ly * lx * m)
-                            : make_float4(other, other, other, other);
-  const bool top = in_range && y0 >= 0, bottom = in_range && y0 + 1 <= s.height - 1;
-  const bool left = x0 >= 0, right = x0 + 1 <= s.width - 1;
-  const int corner = (px.n_img * s.height * s.width + y0 * s.width + x0) * s.c_pad;
-  const int down = s.width * s.c_pad;
-  const unsigned long long zero = reinterpret_cast<unsigned long long>(&g_zero_pixel[0]);
-  auto address = [&](bool valid, int element) {
-    return valid ? reinterpret_cast<unsigned long long>(p.input_nhwc + element) : zero;
-  };
   const int at = tap * 16 + (int)(threadIdx.x % 16);
-  reinterpret_cast<float4*>(table)[at] = table_weights<T>(w);
-  ulonglong2* where = reinterpret_cast<ulonglong2*>(table + RaShape::kTaps * 16 * 16) + 2 * at;
-  where[0] = make_ulonglong2(address(top && left, corner), address(top && right, corner + s.c_pad));
-  where[1] = make_ulonglong2(address(bottom && left, corner + down), address(bottom && right, corner + down + s.c_pad));
+  corner_entry(p, px.inside, y, x, m, px.n_img * s.height * s.width, 0, reinterpret_cast<float4*>(table)[at],
+               reinterpret_cast<ulonglong2*>(table + RaShape::kTaps * 16 * 16) + 2 * at);
 }
 
 template <typename T>
