@@ -9,11 +9,12 @@
 //   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -DDCN_IGEMM_WGMMA \
 //        -I<dir with modulated_deform_conv.cuh, ..._igemm.cuh, dcn_params.h> bench/igemm_ab.cu -o ab
 //   ./ab [--type fp16|bf16|fp32] [--batch N] [--nchw] [--only KEY[,KEY...]]
-//        [--tile T --split S] [--json FILE]
+//        [--tile T --split S] [--pack-per-call] [--json FILE]
 //
 // Layers: the distinct DLA-34 DCN shapes (bench/dcn_layers.py) at 512x512 and 384x1280
 // input, channels-last input and output unless --nchw, packed weights and split-K counters
-// kept between calls (as dcn_ext runs them), each configuration as auto_config picks it
+// kept between calls (as dcn_ext runs them; --pack-per-call: packed into the workspace by
+// every call, as trt_plugin's enqueue runs them), each configuration as auto_config picks it
 // unless --tile/--split force one (an index of igemm::Tile). KEY is cin-cout-HxW, e.g.
 // 64-64-128x128. Time per call: CUDA events over graph replay of 20 calls, median of 15.
 // Sums weight each shape by its count among the 16 layers.
@@ -45,6 +46,7 @@ struct Options {
   bool nchw = false;
   std::string only;
   int tile = -1, split = 1;
+  bool pack_per_call = false;
   std::string json;
 };
 
@@ -129,6 +131,7 @@ Result run_layer(const Options& o, const LayerShape& l, int in_h, int in_w, cuda
   AB_CHECK(cudaMalloc(&counters, counter_count * sizeof(int)));
   AB_CHECK(cudaMemset(counters, 0, counter_count * sizeof(int)));
   args.split_k_counters = counters;
+  if (o.pack_per_call) args.weight_packed = nullptr, args.split_k_counters = nullptr;
   const ig::Layout layout = ig::make_layout<T>(ig::make_shape<T>(args), config);
   AB_CHECK(cudaMalloc(&workspace, layout.total + ig::kAlign));
   const cudaError_t launched = ig::launch_with<T>(args, workspace, stream, config);
@@ -180,7 +183,8 @@ int run(const Options& o) {
   AB_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   cudaDeviceProp prop;
   AB_CHECK(cudaGetDeviceProperties(&prop, 0));
-  std::printf("# %s, %s, batch %d, %s\n", prop.name, o.type.c_str(), o.batch, o.nchw ? "NCHW" : "channels-last");
+  std::printf("# %s, %s, batch %d, %s%s\n", prop.name, o.type.c_str(), o.batch, o.nchw ? "NCHW" : "channels-last",
+              o.pack_per_call ? ", weights packed by every call" : "");
   std::printf("%-16s %4s %5s %10s  %-16s %s\n", "layer", "tile", "split", "us", "output hash", "count");
   std::FILE* json = o.json.empty() ? nullptr : std::fopen(o.json.c_str(), "w");
   if (!o.json.empty() && json == nullptr) {
@@ -188,8 +192,9 @@ int run(const Options& o) {
     return 1;
   }
   if (json)
-    std::fprintf(json, "{\"device\": \"%s\", \"type\": \"%s\", \"batch\": %d, \"nchw\": %s, \"layers\": [", prop.name,
-                 o.type.c_str(), o.batch, o.nchw ? "true" : "false");
+    std::fprintf(json, "{\"device\": \"%s\", \"type\": \"%s\", \"batch\": %d, \"nchw\": %s, \"pack_per_call\": %s, "
+                 "\"layers\": [", prop.name, o.type.c_str(), o.batch, o.nchw ? "true" : "false",
+                 o.pack_per_call ? "true" : "false");
   bool first_json = true;
   for (const auto& input : kInputs) {
     double sum = 0.0;
@@ -229,7 +234,7 @@ int run(const Options& o) {
 
 int usage(const char* why) {
   std::fprintf(stderr, "igemm_ab: %s\nusage: igemm_ab [--type fp16|bf16|fp32] [--batch N] [--nchw] "
-               "[--only KEY,...] [--tile T --split S] [--json FILE]\n", why);
+               "[--only KEY,...] [--tile T --split S] [--pack-per-call] [--json FILE]\n", why);
   return 2;
 }
 
@@ -243,6 +248,8 @@ int main(int argc, char** argv) {
     const char* v = nullptr;
     if (a == "--nchw") {
       o.nchw = true;
+    } else if (a == "--pack-per-call") {
+      o.pack_per_call = true;
     } else if (a == "--type" || a == "--batch" || a == "--only" || a == "--tile" || a == "--split" || a == "--json") {
       if ((v = value()) == nullptr) return usage(("missing value for " + a).c_str());
       if (a == "--type") o.type = v;
