@@ -170,6 +170,16 @@ def bench_layers(dtypes, batches, log) -> list:
                     out_cl = ours(x_cl, off, mask, w, b)
                     row["channels_last_rel_l2"] = rel_l2(out_cl, ref)
                     row["ours_channels_last_us"] = gpu_time_us(lambda: ours(x_cl, off, mask, w, b))
+                    # trt_plugin's path: the plugin cannot keep packed weights between
+                    # enqueues (its weight input may be refit under the same pointer), so
+                    # each call packs them; dcn_ext does the same for an inference tensor
+                    # (no version counter to tell that it is unchanged).
+                    with torch.inference_mode():
+                        w_per_call = w.clone()
+                    out_plugin = ours(x_cl, off, mask, w_per_call, b)
+                    row["plugin_path_same_output"] = bool(torch.equal(out_plugin, out_cl))
+                    row["plugin_path_channels_last_us"] = gpu_time_us(
+                        lambda: ours(x_cl, off, mask, w_per_call, b))
                     if dname == "fp16" and batch == 1:
                         row["simple_us"] = gpu_time_us(lambda: ours(x, off, mask, w, b, simple))
                     if tv_conv is not None and dname in tv_dtypes:
@@ -200,6 +210,8 @@ def summarize(rows) -> list:
         s = {"model": model, "input": inp, "batch": batch, "dtype": dname, "layers": len(rs),
              "ours_us": sum(r["ours_us"] for r in rs), "floor_us": sum(r["floor_us"] for r in rs),
              "ours_channels_last_us": sum(r["ours_channels_last_us"] for r in rs),
+             "plugin_path_channels_last_us": sum(r["plugin_path_channels_last_us"] for r in rs),
+             "plugin_path_same_output": all(r["plugin_path_same_output"] for r in rs),
              "worst_rel_l2": max(max(r["rel_l2"], r["channels_last_rel_l2"]) for r in rs)}
         if all("torchvision_us" in r for r in rs):
             s["torchvision_us"] = sum(r["torchvision_us"] for r in rs)
@@ -282,13 +294,17 @@ def markdown(report) -> str:
              f"{ {k: round(v, 1) for k, v in report['measured_ceilings'].items()} }.", ""]
     lines += ["## Sums over the layers", "",
               "ours: NCHW input (the op makes an NHWC copy); ours CL: channels-last input "
-              "(torch.channels_last, no copy). Ratios and floor fractions use the NCHW column.", "",
-              "| model | input | batch | dtype | ours µs | ours CL µs | per image µs | torchvision µs | ratio tv/ours | floor µs | floor/ours | worst rel L2 | layers slower than tv |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "(torch.channels_last, no copy), weights packed once and kept (dcn_ext); plugin CL: "
+              "channels-last input with the weights packed by every call, as trt_plugin's enqueue "
+              "runs (same output bits: yes/no). Ratios and floor fractions use the NCHW column.", "",
+              "| model | input | batch | dtype | ours µs | ours CL µs | plugin CL µs | per image µs | torchvision µs | ratio tv/ours | floor µs | floor/ours | worst rel L2 | layers slower than tv |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in report["sums"]:
         tv = s.get("torchvision_us")
         lines.append(f"| {s['model']} | {s['input']} | {s['batch']} | {s['dtype']} | {s['ours_us']:.1f} | "
-                     f"{s['ours_channels_last_us']:.1f} | {s['ours_us_per_image']:.1f} | {tv if tv is None else round(tv, 1)} | "
+                     f"{s['ours_channels_last_us']:.1f} | {s['plugin_path_channels_last_us']:.1f} "
+                     f"({'yes' if s['plugin_path_same_output'] else 'no'}) | "
+                     f"{s['ours_us_per_image']:.1f} | {tv if tv is None else round(tv, 1)} | "
                      f"{ratio(tv, s['ours_us'])} | {s['floor_us']:.1f} | "
                      f"{s['floor_us'] / s['ours_us']:.2f} | {s['worst_rel_l2']:.1e} | "
                      f"{len(s.get('layers_slower_than_torchvision', []))} |")
@@ -303,13 +319,13 @@ def markdown(report) -> str:
             lines.append(f"| {layout} | {r['ours_ms']:.3f} | {r['torchvision_ms']:.3f} | "
                          f"{r['speedup']:.2f} | {r['max_abs_diff_heads']:.3g} |")
     lines += ["", "## Per layer", "",
-              "| model | input | b | dtype | layer | cin→cout | HxW | ours µs | ours CL µs | simple µs | torchvision µs | tv/ours | floor µs | floor/ours | rel L2 | tv rel L2 |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| model | input | b | dtype | layer | cin→cout | HxW | ours µs | ours CL µs | plugin CL µs | simple µs | torchvision µs | tv/ours | floor µs | floor/ours | rel L2 | tv rel L2 |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["layers"]:
         tv = r.get("torchvision_us")
         lines.append(f"| {r['model']} | {r['input']} | {r['batch']} | {r['dtype']} | {r['layer']} | "
                      f"{r['cin']}→{r['cout']} | {r['height']}x{r['width']} | {r['ours_us']:.1f} | "
-                     f"{r['ours_channels_last_us']:.1f} | "
+                     f"{r['ours_channels_last_us']:.1f} | {r['plugin_path_channels_last_us']:.1f} | "
                      f"{r.get('simple_us', float('nan')):.1f} | {tv if tv is None else round(tv, 1)} | "
                      f"{ratio(tv, r['ours_us'])} | {r['floor_us']:.2f} | "
                      f"{r['floor_us'] / r['ours_us']:.2f} | {r['rel_l2']:.1e} | "
