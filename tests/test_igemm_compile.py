@@ -64,10 +64,13 @@ def test_ab_timing_tool_builds_and_refuses_bad_arguments(tmp_path):
     assert result.returncode == 0, result.stderr[-4000:]
     for args, named in ((["--type", "fp8"], "unknown --type fp8"), (["--batch", "0"], "--batch must be at least 1"),
                         (["--tile", "99"], "--tile must name a Tile"), (["--split"], "missing value for --split"),
-                        (["--fast"], "unknown argument --fast")):
+                        (["--fast"], "unknown argument --fast"),
+                        # a flag it knows, then a bad value: the flag itself was taken
+                        (["--pack-per-call", "--batch", "0"], "--batch must be at least 1")):
         refused = subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=60)
         assert refused.returncode == 2, (args, refused.stdout, refused.stderr)
         assert named in refused.stderr and "usage: igemm_ab" in refused.stderr, (args, refused.stderr)
+        assert "[--pack-per-call]" in refused.stderr, refused.stderr
 
 
 def test_ab_timing_tool_times_the_dla34_layers_of_the_bench():
