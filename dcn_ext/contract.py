@@ -24,6 +24,10 @@ class Contract:
     attributes: Dict[str, str]  # attribute name -> "int" | "ints"
     inputs: Tuple[str, ...]
     outputs: Tuple[str, ...]
+    # The environment variable that lets the plugin keep its packed weights between
+    # enqueues ("1"; unset or "0": pack on every enqueue), for engines whose DCN weights
+    # are never refit.
+    plugin_keep_packed_weights_env: str
     torch_library_namespace: str
     torch_op_name: str
 

@@ -9,6 +9,7 @@ with the reason where they are absent (CI).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -31,9 +32,9 @@ def built(tmp_path_factory):
         pytest.skip(f"{error} ({error.tip})" if error.tip else str(error))
 
 
-def harness(built, *args: str):
+def harness(built, *args: str, env=None):
     done = subprocess.run([str(built.harness_path), *args[:1], str(built.library_path), *args[1:]],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env=env)
     assert done.returncode in (0, 1), done.stdout + done.stderr
     return done.returncode, json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -109,6 +110,21 @@ def test_invalid_fields_fail_with_a_message(built, override, message):
         assert rc == 1 and not result["ok"]
         assert len(result["errors"]) == 1 and message in result["errors"][0], result
         assert f"{CONTRACT.plugin_namespace}::{CONTRACT.plugin_name} plugin 'harness_layer'" in result["errors"][0]
+
+
+@pytest.mark.parametrize("value,accepted", [("1", True), ("0", True), ("", True), ("yes", False), ("2", False)])
+def test_keep_packed_weights_setting_is_checked_at_creation(built, value, accepted):
+    # The plugin reads the variable when it is made (both phases); a value it does not know
+    # fails the creation with a message naming the variable and the value.
+    env = {**os.environ, CONTRACT.plugin_keep_packed_weights_env: value}
+    for phase in ([], ["--runtime"]):
+        rc, result = harness(built, "create", *phase, *typical_fields(), env=env)
+        if accepted:
+            assert rc == 0 and result["ok"], result
+        else:
+            assert rc == 1 and not result["ok"]
+            assert len(result["errors"]) == 1, result
+            assert f"{CONTRACT.plugin_keep_packed_weights_env} is '{value}'" in result["errors"][0], result
 
 
 def test_float_field_is_rejected_with_its_type(built):

@@ -58,6 +58,7 @@ def test_generated_header_carries_the_contract(trt_free_build):
     assert f'kPluginName[] = "{CONTRACT["plugin_name"]}"' in header
     assert f'kPluginVersion[] = "{CONTRACT["plugin_version"]}"' in header
     assert f'kPluginNamespace[] = "{CONTRACT["plugin_namespace"]}"' in header
+    assert f'kKeepPackedWeightsEnv[] = "{CONTRACT["plugin_keep_packed_weights_env"]}"' in header
     listed = dict(re.findall(r'\{"(\w+)", AttributeKind::k(Ints?)\}', header))
     assert listed == {name: kind.capitalize() for name, kind in CONTRACT["attributes"].items()}
     inputs = re.findall(r'^\s+"(\w+)",$', header, re.MULTILINE)
@@ -70,5 +71,5 @@ def test_readme_tables_name_the_contract():
     assert re.findall(r"^\| `(\w+)` \|", attribute_table, re.MULTILINE) == list(CONTRACT["attributes"])
     io_table = readme.split("## Inputs and output")[1].split("##")[0]
     assert re.findall(r"^\| \d \| `(\w+)` \|", io_table, re.MULTILINE) == CONTRACT["inputs"]
-    for key in ("plugin_name", "plugin_version", "plugin_namespace"):
+    for key in ("plugin_name", "plugin_version", "plugin_namespace", "plugin_keep_packed_weights_env"):
         assert f"`{CONTRACT[key]}`" in readme

@@ -347,4 +347,16 @@ std::vector<dcn::ConvGeometry> profileGeometries(DcnAttributes const& attributes
   return geometries;
 }
 
+bool keepPackedWeights(char const* value, std::string const& who) {
+  if (value == nullptr || value[0] == '\0' || std::string(value) == "0") {
+    return false;
+  }
+  if (std::string(value) == "1") {
+    return true;
+  }
+  throw InvalidArgument(who + ": environment variable " + contract::kKeepPackedWeightsEnv + " is '" + value +
+                        "': expected 1 (keep the packed weights between enqueues), 0 or unset (pack them on "
+                        "every enqueue)");
+}
+
 }  // namespace dcn_trt

@@ -80,6 +80,13 @@ ParsedFields parseFields(FieldView const* fields, int32_t count, std::string con
 // Views for getFieldsToSerialize, pointing into `attributes` (which must outlive them).
 std::vector<FieldView> serializeFields(DcnAttributes const& attributes);
 
+// Whether the plugin keeps its packed weights between enqueues, from the value of the
+// contract's environment variable (contract::kKeepPackedWeightsEnv; nullptr when unset):
+// unset, "" or "0" no (pack on every enqueue, the safe default: a refit may change the
+// weights under the same pointer), "1" yes. Anything else throws InvalidArgument naming the
+// variable and the value.
+bool keepPackedWeights(char const* value, std::string const& who);
+
 // ---------------------------------------------------------------------------------------
 // Shapes
 // ---------------------------------------------------------------------------------------

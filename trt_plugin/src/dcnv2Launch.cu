@@ -22,7 +22,20 @@ dcn::ForwardArgs<T> typedArgs(ForwardBuffers const& buffers, dcn::ConvGeometry c
   args.output = static_cast<T*>(buffers.output);
   args.geometry = geometry;
   args.channels_last = buffers.channelsLast;
+  args.weight_packed = static_cast<T const*>(buffers.weightPacked);
+  args.split_k_counters = buffers.splitCounters;
   return args;
+}
+
+// Calls run(T{}) with the element type's CUDA type; fallback for an unknown type.
+template <typename Run, typename Result>
+Result dispatch(ElementType type, Run run, Result fallback) {
+  switch (type) {
+    case ElementType::kFloat32: return run(float{});
+    case ElementType::kFloat16: return run(__half{});
+    case ElementType::kBFloat16: return run(__nv_bfloat16{});
+  }
+  return fallback;
 }
 
 template <typename T>
@@ -55,35 +68,55 @@ char const* elementTypeName(ElementType type) {
 bool channelsLastSupported(ElementType type, int32_t inChannels, int32_t outChannels, int32_t groups,
                            int32_t deformableGroups) {
   if (inChannels < 1 || outChannels < 1 || groups < 1 || deformableGroups < 1) return false;
-  switch (type) {
-    case ElementType::kFloat32: return typedChannelsLastSupported<float>(inChannels, outChannels, groups, deformableGroups);
-    case ElementType::kFloat16: return typedChannelsLastSupported<__half>(inChannels, outChannels, groups, deformableGroups);
-    case ElementType::kBFloat16:
-      return typedChannelsLastSupported<__nv_bfloat16>(inChannels, outChannels, groups, deformableGroups);
-  }
-  return false;
+  return dispatch(
+      type,
+      [&](auto t) {
+        return typedChannelsLastSupported<decltype(t)>(inChannels, outChannels, groups, deformableGroups);
+      },
+      false);
 }
 
 size_t forwardWorkspaceBytes(ElementType type, dcn::ConvGeometry const& geometry) {
-  switch (type) {
-    case ElementType::kFloat32: return dcn::forward_workspace_bytes<float>(geometry);
-    case ElementType::kFloat16: return dcn::forward_workspace_bytes<__half>(geometry);
-    case ElementType::kBFloat16: return dcn::forward_workspace_bytes<__nv_bfloat16>(geometry);
-  }
-  return 0;
+  return dispatch(type, [&](auto t) { return dcn::forward_workspace_bytes<decltype(t)>(geometry); }, size_t{0});
+}
+
+size_t packedWeightBytes(ElementType type, dcn::ConvGeometry const& geometry) {
+  return dispatch(
+      type,
+      [&](auto t) -> size_t {
+        using T = decltype(t);
+        if (!dcn::igemm_supported<T>(geometry)) return 0;  // the simple kernel reads the weights as given
+        return dcn::igemm_packed_weight_elements<T>(geometry) * sizeof(T);
+      },
+      size_t{0});
+}
+
+int32_t splitCounterCount(ElementType type, dcn::ConvGeometry const& geometry) {
+  return dispatch(type, [&](auto t) { return static_cast<int32_t>(dcn::igemm_counter_count<decltype(t)>(geometry)); },
+                  int32_t{0});
+}
+
+cudaError_t packWeights(ElementType type, dcn::ConvGeometry const& geometry, void const* weight, void* packed,
+                        cudaStream_t stream) {
+  return dispatch(
+      type,
+      [&](auto t) {
+        using T = decltype(t);
+        return dcn::launch_igemm_pack_weights<T>(geometry, static_cast<T const*>(weight), static_cast<T*>(packed),
+                                                 stream);
+      },
+      cudaErrorInvalidValue);
 }
 
 cudaError_t launchForward(ElementType type, ForwardBuffers const& buffers, dcn::ConvGeometry const& geometry,
                           void* workspace, cudaStream_t stream) {
-  switch (type) {
-    case ElementType::kFloat32:
-      return dcn::launch_forward<float>(typedArgs<float>(buffers, geometry), workspace, stream);
-    case ElementType::kFloat16:
-      return dcn::launch_forward<__half>(typedArgs<__half>(buffers, geometry), workspace, stream);
-    case ElementType::kBFloat16:
-      return dcn::launch_forward<__nv_bfloat16>(typedArgs<__nv_bfloat16>(buffers, geometry), workspace, stream);
-  }
-  return cudaErrorInvalidValue;
+  return dispatch(
+      type,
+      [&](auto t) {
+        using T = decltype(t);
+        return dcn::launch_forward<T>(typedArgs<T>(buffers, geometry), workspace, stream);
+      },
+      cudaErrorInvalidValue);
 }
 
 }  // namespace dcn_trt

@@ -28,6 +28,11 @@ struct ForwardBuffers {
   void const* bias;
   void* output;
   bool channelsLast = false;
+  // Kept between enqueues by the plugin (null: packed / zeroed in the workspace by this
+  // call): the weights in the GEMM's layout (packWeights), and split-K tile counters that
+  // are zero at rest (splitCounterCount of them).
+  void const* weightPacked = nullptr;
+  int32_t* splitCounters = nullptr;
 };
 
 // Whether the kernels on the current device read the input and write the output
@@ -39,6 +44,18 @@ bool channelsLastSupported(ElementType type, int32_t inChannels, int32_t outChan
 
 // Scratch bytes the kernel needs for `geometry` (what getWorkspaceSize reports).
 size_t forwardWorkspaceBytes(ElementType type, dcn::ConvGeometry const& geometry);
+
+// Bytes of the weights packed for the implicit GEMM for this geometry; 0 where the forward
+// does not run it (the packed copy would not be read).
+size_t packedWeightBytes(ElementType type, dcn::ConvGeometry const& geometry);
+
+// Split-K tile counters the forward uses for this geometry (0: it does not split K).
+int32_t splitCounterCount(ElementType type, dcn::ConvGeometry const& geometry);
+
+// Packs `weight` ([Cout, Cin/groups, kh, kw]) into `packed` (packedWeightBytes bytes) on
+// `stream`.
+cudaError_t packWeights(ElementType type, dcn::ConvGeometry const& geometry, void const* weight, void* packed,
+                        cudaStream_t stream);
 
 // Launches the forward pass on `stream`; `workspace` holds forwardWorkspaceBytes bytes.
 cudaError_t launchForward(ElementType type, ForwardBuffers const& buffers, dcn::ConvGeometry const& geometry,

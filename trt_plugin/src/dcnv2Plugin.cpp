@@ -3,9 +3,11 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <memory>
 #include <new>
+#include <stdexcept>
 
 #include "dcnv2Launch.h"
 
@@ -212,7 +214,76 @@ void logMessage(ILogger::Severity severity, std::string const& message) noexcept
 // =====================================================================================
 
 DcnPlugin::DcnPlugin(std::string layerName, DcnAttributes const& attributes)
-    : mLayerName(std::move(layerName)), mAttributes(attributes) {}
+    : mLayerName(std::move(layerName)),
+      mAttributes(attributes),
+      mKeepPackedWeights(keepPackedWeights(std::getenv(contract::kKeepPackedWeightsEnv), who())) {}
+
+KeptWeights::~KeptWeights() {
+  // Errors cannot be reported from here; a failed free leaks, nothing else.
+  if (packed != nullptr) (void)cudaFree(packed);
+  if (counters != nullptr) (void)cudaFree(counters);
+}
+
+namespace {
+
+void checkCuda(cudaError_t status, std::string const& what) {
+  if (status != cudaSuccess) {
+    throw std::runtime_error(what + " failed: " + cudaGetErrorName(status) + ": " + cudaGetErrorString(status));
+  }
+}
+
+// Points `buffers` at the kept packed weights and counters, packing or growing them first
+// where needed. That happens outside CUDA-graph capture only (no allocation may be
+// captured): a capture that finds them missing packs into the workspace as without the
+// setting. They are packed on this stream and waited for once, so that any stream may read
+// them afterwards.
+void useKeptWeights(KeptWeights& kept, ElementType type, dcn::ConvGeometry const& geometry, ForwardBuffers& buffers,
+                    cudaStream_t stream, std::string const& w) {
+  size_t const bytes = packedWeightBytes(type, geometry);
+  if (bytes == 0) return;  // the simple kernel: nothing packed
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  checkCuda(cudaStreamIsCapturing(stream, &capture), w + ": cudaStreamIsCapturing");
+  bool const capturing = capture != cudaStreamCaptureStatusNone;
+  if (kept.source != buffers.weight || kept.bytes != bytes) {
+    if (capturing) {
+      if (!kept.warnedCapture) {
+        kept.warnedCapture = true;
+        logMessage(ILogger::Severity::kWARNING,
+                   w + ": " + contract::kKeepPackedWeightsEnv + "=1 but the weights were not packed before this "
+                   "CUDA-graph capture: the captured graph packs them on every replay (run one enqueue first)");
+      }
+      return;
+    }
+    if (kept.packed != nullptr) checkCuda(cudaFree(kept.packed), w + ": cudaFree");
+    kept.packed = nullptr;
+    kept.source = nullptr;
+    checkCuda(cudaMalloc(&kept.packed, bytes), w + ": cudaMalloc of " + std::to_string(bytes) + " bytes");
+    checkCuda(packWeights(type, geometry, buffers.weight, kept.packed, stream), w + ": packing the weights");
+    checkCuda(cudaStreamSynchronize(stream), w + ": packing the weights");
+    kept.source = buffers.weight;
+    kept.bytes = bytes;
+    logMessage(ILogger::Severity::kINFO, w + ": weights packed once and kept (" + contract::kKeepPackedWeightsEnv +
+                                             "=1; they must not change while the engine runs)");
+  }
+  buffers.weightPacked = kept.packed;
+  int32_t const counters = splitCounterCount(type, geometry);
+  if (counters > kept.counterCount) {
+    if (capturing) return;  // this call's counters come from the workspace
+    if (kept.counters != nullptr) checkCuda(cudaFree(kept.counters), w + ": cudaFree");
+    kept.counters = nullptr;
+    kept.counterCount = 0;
+    size_t const counterBytes = static_cast<size_t>(counters) * sizeof(int32_t);
+    void* allocated = nullptr;
+    checkCuda(cudaMalloc(&allocated, counterBytes), w + ": cudaMalloc of the split-K counters");
+    kept.counters = static_cast<int32_t*>(allocated);
+    checkCuda(cudaMemsetAsync(kept.counters, 0, counterBytes, stream), w + ": zeroing the split-K counters");
+    checkCuda(cudaStreamSynchronize(stream), w + ": zeroing the split-K counters");
+    kept.counterCount = counters;
+  }
+  if (counters > 0) buffers.splitCounters = kept.counters;
+}
+
+}  // namespace
 
 std::string DcnPlugin::who() const {
   return std::string(contract::kPluginNamespace) + "::" + contract::kPluginName + " plugin '" + mLayerName + "'";
@@ -500,6 +571,7 @@ int32_t DcnPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc c
     buffers.bias = hasBias ? inputs[static_cast<int32_t>(Input::kBias)] : nullptr;
     buffers.output = outputs[0];
     buffers.channelsLast = channelsLast;
+    if (mKeepPackedWeights) useKeptWeights(mKept, type, geometry, buffers, stream, w);
     cudaError_t const status = launchForward(type, buffers, geometry, workspace, stream);
     if (status != cudaSuccess) {
       throw std::runtime_error(std::string("kernel launch failed (") + elementTypeName(type) +

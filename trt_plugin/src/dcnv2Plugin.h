@@ -6,6 +6,7 @@
 // header of dcn_ext, reached through dcnv2Launch.h.
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <vector>
 
@@ -13,6 +14,22 @@
 #include "dcnv2Fields.h"
 
 namespace dcn_trt {
+
+// The weights packed once and kept between enqueues, with split-K counters that are zero at
+// rest: only when contract::kKeepPackedWeightsEnv is "1" (engines whose DCN weights are
+// never refit). Freed with the plugin.
+struct KeptWeights {
+  KeptWeights() = default;
+  KeptWeights(KeptWeights const&) = delete;
+  KeptWeights& operator=(KeptWeights const&) = delete;
+  ~KeptWeights();
+  void const* source = nullptr;  // the weight pointer they were packed from
+  void* packed = nullptr;
+  size_t bytes = 0;
+  int32_t* counters = nullptr;
+  int32_t counterCount = 0;
+  bool warnedCapture = false;
+};
 
 class DcnPlugin final : public nvinfer1::IPluginV3,
                         public nvinfer1::IPluginV3OneCore,
@@ -22,7 +39,7 @@ class DcnPlugin final : public nvinfer1::IPluginV3,
   DcnPlugin(std::string layerName, DcnAttributes const& attributes);
   DcnPlugin(DcnPlugin const&) = delete;
   DcnPlugin& operator=(DcnPlugin const&) = delete;
-  ~DcnPlugin() override = default;
+  ~DcnPlugin() override = default;  // mKept frees its device memory
 
   // ============================== IPluginV3 ==============================
   nvinfer1::IPluginCapability* getCapabilityInterface(nvinfer1::PluginCapabilityType type) noexcept override;
@@ -62,6 +79,9 @@ class DcnPlugin final : public nvinfer1::IPluginV3,
 
   std::string const mLayerName;
   DcnAttributes const mAttributes;
+  // From contract::kKeepPackedWeightsEnv when the plugin is made (createPlugin, clone).
+  bool const mKeepPackedWeights;
+  KeptWeights mKept;
   // Inputs seen by configurePlugin/onShapeChange (4 or 5: the bias is optional); enqueue
   // is not told.
   int32_t mInputCount{-1};

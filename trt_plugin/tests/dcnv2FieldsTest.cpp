@@ -375,6 +375,16 @@ void testProfileGeometriesCoverEveryBatch() {
   CHECK_THROWS_WITH(profileGeometries(attrs, low.data(), opt.data(), broken.data(), 5, "t"), "got: 17");
 }
 
+void testKeepPackedWeightsSetting() {
+  CHECK(!keepPackedWeights(nullptr, "t"));
+  CHECK(!keepPackedWeights("", "t"));
+  CHECK(!keepPackedWeights("0", "t"));
+  CHECK(keepPackedWeights("1", "t"));
+  CHECK_THROWS_WITH(keepPackedWeights("yes", "t"), contract::kKeepPackedWeightsEnv);
+  CHECK_THROWS_WITH(keepPackedWeights("yes", "t"), "is 'yes'");
+  CHECK_THROWS_WITH(keepPackedWeights("10", "t"), "expected 1");
+}
+
 }  // namespace
 
 int main() {
@@ -388,6 +398,7 @@ int main() {
   testInputShapeChecks();
   testGeometry();
   testProfileGeometriesCoverEveryBatch();
+  testKeepPackedWeightsSetting();
   std::printf("%d checks, %d failures\n", gChecks, gFailures);
   return gFailures == 0 ? 0 : 1;
 }

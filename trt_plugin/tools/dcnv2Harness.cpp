@@ -19,7 +19,12 @@
 //       "layout channels_last" offers the first input and the output in the type's
 //       channels-last format (kHWC8 for fp16/bf16, kHWC for fp32; their .bin files then hold
 //       [N][H][W][C]); a declined format combination is reported as
-//       "declined_format_position".
+//       "declined_format_position". "again_with_zero_input NAME": after each problem, NAME's
+//       device buffer is zeroed in place and the problem enqueued once more, its output
+//       written to DIR/<problem>.output_again.bin (what a plugin that keeps data derived
+//       from that input between enqueues shows). "time_enqueues N": after each problem's
+//       first enqueue, N more are captured into a CUDA graph and replayed; the problem's
+//       "enqueue_us" is the median GPU time per enqueue of 15 replays.
 //
 // FIELD: name=1,2 (INT32, as the parser passes INT/INTS), name:f32=1.5 (FLOAT32),
 // name:i64=1,2 (INT64), name= (INT32 with no values).
@@ -27,6 +32,7 @@
 // harness misuse.
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -569,6 +575,8 @@ int run(Library const& lib, std::string const& dir) {
   FieldList fields;
   DataType type = DataType::kFLOAT;
   bool channelsLast = false;
+  std::string zeroAgain;       // again_with_zero_input
+  int32_t timedEnqueues = 0;  // time_enqueues
   std::vector<Problem> problems;
   std::string line;
   while (std::getline(spec, line)) {
@@ -586,6 +594,10 @@ int run(Library const& lib, std::string const& dir) {
         usage("unknown layout " + l);
       }
       channelsLast = l == "channels_last";
+    } else if (key == "again_with_zero_input") {
+      words >> zeroAgain;
+    } else if (key == "time_enqueues") {
+      words >> timedEnqueues;
     } else if (key == "field") {
       std::string f;
       words >> f;
@@ -697,6 +709,7 @@ int run(Library const& lib, std::string const& dir) {
     Problem const& problem = problems[p];
     std::vector<PluginTensorDesc> in(n);
     std::vector<void*> device(n, nullptr);
+    std::vector<size_t> deviceBytes(n, 0);
     for (int32_t i = 0; i < n; ++i) {
       in[i].dims = dimsOf(problem.dims[i]);
       in[i].type = type;
@@ -708,6 +721,7 @@ int run(Library const& lib, std::string const& dir) {
       }
       size_t const bytes = elements * elementBytes(type);
       std::vector<char> host = readFile(dir + "/" + problem.name + "." + problem.inputNames[i] + ".bin", bytes);
+      deviceBytes[i] = bytes;
       CUDA_CHECK(cudaMalloc(&device[i], bytes > 0 ? bytes : 1));
       CUDA_CHECK(cudaMemcpy(device[i], host.data(), bytes, cudaMemcpyHostToDevice));
     }
@@ -730,19 +744,75 @@ int run(Library const& lib, std::string const& dir) {
     size_t const outBytes = outElements * elementBytes(type);
     void* output = nullptr;
     CUDA_CHECK(cudaMalloc(&output, outBytes > 0 ? outBytes : 1));
-    CUDA_CHECK(cudaMemset(output, 0xff, outBytes));  // NaN pattern: unwritten outputs show
-    ok = runtime->onShapeChange(in.data(), n, &out, 1) == 0;
     std::vector<void const*> inputPtrs(device.begin(), device.end());
     void* outputs[] = {output};
-    ok = ok && runtime->enqueue(in.data(), &out, inputPtrs.data(), outputs, workspace, stream) == 0;
-    CUDA_CHECK(cudaStreamSynchronize(stream));
+    auto enqueue = [&]() { return runtime->enqueue(in.data(), &out, inputPtrs.data(), outputs, workspace, stream) == 0; };
+    // One enqueue, its output written to DIR/<problem>.<suffix>.bin.
+    auto enqueueAndSave = [&](char const* suffix) {
+      CUDA_CHECK(cudaMemset(output, 0xff, outBytes));  // NaN pattern: unwritten outputs show
+      bool const done = enqueue();
+      CUDA_CHECK(cudaStreamSynchronize(stream));
+      if (done) {
+        std::vector<char> host(outBytes);
+        CUDA_CHECK(cudaMemcpy(host.data(), output, outBytes, cudaMemcpyDeviceToHost));
+        std::ofstream(dir + "/" + problem.name + "." + suffix + ".bin", std::ios::binary)
+            .write(host.data(), static_cast<std::streamsize>(outBytes));
+      }
+      return done;
+    };
+    ok = runtime->onShapeChange(in.data(), n, &out, 1) == 0;
+    ok = ok && enqueueAndSave("output");
+    std::string timing;
+    if (ok && timedEnqueues > 0) {
+      // GPU time per enqueue: CUDA events over replays of a graph of timedEnqueues enqueues
+      // (after the one above, as TensorRT's warm-up), median of 15.
+      cudaGraph_t graph = nullptr;
+      CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+      for (int32_t k = 0; k < timedEnqueues && ok; ++k) {
+        ok = enqueue();
+      }
+      CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+      if (ok) {
+        cudaGraphExec_t exec = nullptr;
+        CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+        cudaEvent_t start = nullptr, stop = nullptr;
+        CUDA_CHECK(cudaEventCreate(&start));
+        CUDA_CHECK(cudaEventCreate(&stop));
+        for (int32_t k = 0; k < 3; ++k) {
+          CUDA_CHECK(cudaGraphLaunch(exec, stream));
+        }
+        std::vector<float> perEnqueue;
+        for (int32_t rep = 0; rep < 15; ++rep) {
+          CUDA_CHECK(cudaEventRecord(start, stream));
+          CUDA_CHECK(cudaGraphLaunch(exec, stream));
+          CUDA_CHECK(cudaEventRecord(stop, stream));
+          CUDA_CHECK(cudaEventSynchronize(stop));
+          float ms = 0.F;
+          CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+          perEnqueue.push_back(ms * 1000.F / static_cast<float>(timedEnqueues));
+        }
+        std::sort(perEnqueue.begin(), perEnqueue.end());
+        timing = ", \"enqueue_us\": " + std::to_string(perEnqueue[perEnqueue.size() / 2]);
+        CUDA_CHECK(cudaEventDestroy(start));
+        CUDA_CHECK(cudaEventDestroy(stop));
+        CUDA_CHECK(cudaGraphExecDestroy(exec));
+      }
+      if (graph != nullptr) {
+        CUDA_CHECK(cudaGraphDestroy(graph));
+      }
+    }
     if (ok) {
-      std::vector<char> host(outBytes);
-      CUDA_CHECK(cudaMemcpy(host.data(), output, outBytes, cudaMemcpyDeviceToHost));
-      std::ofstream(dir + "/" + problem.name + ".output.bin", std::ios::binary)
-          .write(host.data(), static_cast<std::streamsize>(outBytes));
       extra += std::string(p ? ", " : "") + "{\"name\": " + jsonString(problem.name) +
-               ", \"output_shape\": " + dimsText(out.dims) + "}";
+               ", \"output_shape\": " + dimsText(out.dims) + timing + "}";
+    }
+    if (ok && !zeroAgain.empty()) {
+      auto const named = std::find(problem.inputNames.begin(), problem.inputNames.end(), zeroAgain);
+      if (named == problem.inputNames.end()) {
+        usage("again_with_zero_input: no input named " + zeroAgain + " in problem " + problem.name);
+      }
+      size_t const i = static_cast<size_t>(named - problem.inputNames.begin());
+      CUDA_CHECK(cudaMemset(device[i], 0, deviceBytes[i]));
+      ok = enqueueAndSave("output_again");
     }
     for (void* d : device) {
       CUDA_CHECK(cudaFree(d));

@@ -8,17 +8,24 @@ may split K differently, so its fp32 sums may be formed in another order). The
 channels-last cases offer x and y in kHWC8 (fp16, bf16) / kHWC (fp32): the plugin must take
 them where the kernels read channels-last in place, with the same numbers as NCHW, and
 decline them where they cannot (grouped convolution, channel counts off the K step).
+The kept-weights cases run with the plugin's keep-packed-weights variable
+(contract.json's plugin_keep_packed_weights_env) unset and at 1, zeroing the weight buffer
+in place between two enqueues of each problem: at 1 the outputs keep the first enqueue's
+bits (and equal the default run's), unset the second output is the bias alone; a value
+other than 0 or 1 must fail the plugin's creation, naming the variable and the value.
 
     python trt_plugin/tools/gpu_check.py --build BUILD_DIR --work DIR [--json OUT.json]
         [--sanitizer]
 
---sanitizer also runs compute-sanitizer (memcheck, initcheck) over small cases. Exit status
+--sanitizer also runs compute-sanitizer (memcheck, initcheck) over small cases, one of them
+with the packed weights kept. Exit status
 0 when every case is within tolerance, batch-consistent and sanitizer-clean.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -144,12 +151,23 @@ def write_case(directory: Path, case: Case, dtype_name: str, inputs: Dict[str, t
     return [p for p, _ in problems]
 
 
-def run_harness(harness: Path, library: Path, directory: Path, sanitizer: Optional[str] = None) -> dict:
+def plugin_environment(keep_packed_weights: Optional[str]) -> Dict[str, str]:
+    """This process's environment with the plugin's keep-packed-weights variable set to the
+    value given, or removed (None)."""
+    env = dict(os.environ)
+    env.pop(CONTRACT.plugin_keep_packed_weights_env, None)
+    if keep_packed_weights is not None:
+        env[CONTRACT.plugin_keep_packed_weights_env] = keep_packed_weights
+    return env
+
+
+def run_harness(harness: Path, library: Path, directory: Path, sanitizer: Optional[str] = None,
+                keep_packed_weights: Optional[str] = None) -> dict:
     command = [str(harness), "run", str(library), str(directory)]
     if sanitizer:
         command = ["compute-sanitizer", f"--tool={sanitizer}", "--error-exitcode=9"] + command
     started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True, env=plugin_environment(keep_packed_weights))
     result = {"returncode": done.returncode, "seconds": round(time.perf_counter() - started, 2)}
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     result["harness"] = json.loads(lines[-1]) if lines else None
@@ -225,6 +243,60 @@ def check_case(harness: Path, library: Path, work: Path, case: Case, dtype_name:
     return report
 
 
+def read_outputs(directory: Path, run: dict, dtype: torch.dtype, suffix: str,
+                 channels_last: bool) -> Dict[str, torch.Tensor]:
+    """The problems' raw outputs (DIR/<problem>.<suffix>.bin) as the harness wrote them:
+    [N][C][H][W], or [N][H][W][C] channels-last."""
+    outputs = {}
+    for problem in run["harness"]["problems"]:
+        n, c, h, w = problem["output_shape"]
+        data = (directory / f"{problem['name']}.{suffix}.bin").read_bytes()
+        outputs[problem["name"]] = from_raw(data, dtype, (n, h, w, c) if channels_last else (n, c, h, w))
+    return outputs
+
+
+def check_kept_weights(harness: Path, library: Path, work: Path, case: Case, dtype_name: str, seed: int,
+                       channels_last: bool) -> dict:
+    """The plugin's kept packed weights (contract.plugin_keep_packed_weights_env): every
+    problem is enqueued, then its weight buffer zeroed in place and enqueued again. Packing on
+    every enqueue (the variable unset), the second output is the bias alone; with the variable
+    at 1, the first output's bits again (the weights packed at the first enqueue were kept),
+    and the first outputs are those of the default run, bit for bit."""
+    dtype = DTYPES[dtype_name]
+    inputs = make_inputs(case, dtype, seed)
+    layout = "channels_last" if channels_last else "nchw"
+    directory = work / f"kept_{case.name}_{dtype_name}_{layout}"
+    write_case(directory, case, dtype_name, inputs, channels_last)
+    with open(directory / "case.txt", "a") as spec:
+        spec.write(f"again_with_zero_input {CONTRACT.inputs[3]}\n")
+    report = {"case": case.name, "dtype": dtype_name, "layout": layout}
+    first, again = {}, {}
+    for setting in (None, "1"):  # each run rewrites the files: read them before the next
+        run = run_harness(harness, library, directory, keep_packed_weights=setting)
+        if run["returncode"] != 0 or not run["harness"] or not run["harness"]["ok"]:
+            report.update(ok=False, setting=setting, failure=run)
+            return report
+        first[setting] = read_outputs(directory, run, dtype, "output", channels_last)
+        again[setting] = read_outputs(directory, run, dtype, "output_again", channels_last)
+    bias = inputs[CONTRACT.inputs[4]].reshape((1, 1, 1, -1) if channels_last else (1, -1, 1, 1))
+    report["same_as_default"] = all(torch.equal(first["1"][p], first[None][p]) for p in first[None])
+    report["kept_after_zeroing"] = all(torch.equal(again["1"][p], first["1"][p]) for p in first["1"])
+    report["repacked_after_zeroing"] = all(torch.equal(out, bias.expand_as(out)) for out in again[None].values())
+    report["ok"] = report["same_as_default"] and report["kept_after_zeroing"] and report["repacked_after_zeroing"]
+    return report
+
+
+def check_bad_keep_setting(harness: Path, library: Path, work: Path) -> dict:
+    """A value of the variable other than 0 or 1 fails the plugin's creation, naming both."""
+    directory = work / "kept_bad_setting"
+    write_case(directory, CASES[0], "float32", make_inputs(CASES[0], torch.float32, 0))
+    run = run_harness(harness, library, directory, keep_packed_weights="yes")
+    text = run.get("stderr_tail") or ""
+    named = CONTRACT.plugin_keep_packed_weights_env in text and "'yes'" in text
+    return {"case": "bad_keep_setting", "returncode": run["returncode"], "named": named,
+            "ok": run["returncode"] == 1 and named, **({} if named else {"failure": run})}
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--build", type=Path, required=True, help="CMake build dir with the plugin and harness")
@@ -264,18 +336,32 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 print(f"{case.name:16s} {dtype_name:9s} channels-last max_err {r['max_abs_error']:.3e} "
                       f"(rel {r['relative_error']:.2e} <= {r['tolerance']:.1e}) same bits as NCHW "
                       f"batch==single {r['batch_vs_single_equal']} ws {r['workspace_bytes']}")
+    # Kept packed weights: 64 channels (the register-A kernel's image at batch 3 on an H100),
+    # 128 channels split K (kept counters), and a 3x3 case, NCHW and channels-last.
+    for case, channels_last in ((CASES[3], True), (CASES[2], False), (CASES[0], True)):
+        for dtype_name in DTYPES:
+            reports.append(check_kept_weights(harness, library, args.work, case, dtype_name, CASES.index(case),
+                                              channels_last))
+            r = reports[-1]
+            print(f"{case.name:16s} {dtype_name:9s} kept weights ({r.get('layout')}): "
+                  + ("same bits as packing each call, kept after zeroing, repacked without the setting"
+                     if r["ok"] else f"FAILED: {json.dumps(r, default=str)[:2000]}"))
+    reports.append(check_bad_keep_setting(harness, library, args.work))
+    print(f"bad keep setting: {'refused, naming the variable and the value' if reports[-1]['ok'] else 'FAILED: ' + json.dumps(reports[-1], default=str)[:2000]}")
     sanitizer = []
     if args.sanitizer:
-        # sanitize_wide (64 channels) also channels-last
-        runs = [(case, False) for case in SANITIZER_CASES] + [(SANITIZER_CASES[2], True)]
-        for index, (case, channels_last) in enumerate(runs):
+        # sanitize_wide (64 channels) also channels-last, and with the packed weights kept
+        runs = [(case, False, None) for case in SANITIZER_CASES] + [(SANITIZER_CASES[2], True, None),
+                                                                      (SANITIZER_CASES[2], True, "1")]
+        for index, (case, channels_last, keep) in enumerate(runs):
             for dtype_name in DTYPES:
-                directory = args.work / f"{case.name}_{dtype_name}{'_cl' if channels_last else ''}"
+                name = case.name + ("_channels_last" if channels_last else "") + ("_kept" if keep else "")
+                directory = args.work / f"{name}_{dtype_name}"
                 write_case(directory, case, dtype_name, make_inputs(case, DTYPES[dtype_name], 100 + index),
                            channels_last)
                 for tool in ("memcheck", "initcheck"):
-                    run = run_harness(harness, library, directory, sanitizer=tool)
-                    entry = {"case": case.name + ("_channels_last" if channels_last else ""), "dtype": dtype_name,
+                    run = run_harness(harness, library, directory, sanitizer=tool, keep_packed_weights=keep)
+                    entry = {"case": name, "dtype": dtype_name,
                              "tool": tool,
                              "returncode": run["returncode"],
                              "summary": run.get("sanitizer_summary"),
