@@ -13,9 +13,11 @@ Each engine gets a sidecar ``<engine>.json`` naming the plugin library it needs,
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import statistics
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -59,6 +61,9 @@ class BenchStats:
     min_ms: float
     images_per_s: float
     latencies_ms: List[float] = field(repr=False, default_factory=list)
+    # The plugin's keep-packed-weights setting the engine ran with ("1": kept; "": packed
+    # on every enqueue, the default).
+    plugin_keep_packed_weights: str = ""
 
     def to_json(self) -> Dict[str, Any]:
         return asdict(self)
@@ -392,13 +397,38 @@ def run_engine(engine_path: Path, inputs: Dict[str, Any], *,
     return {name: (t.float() if t.dtype == torch.bfloat16 else t).cpu().numpy() for name, t in outputs.items()}
 
 
+@contextlib.contextmanager
+def keep_packed_weights(keep: bool):
+    """Within the block, the DCN plugin instances made (engine deserialization, execution
+    contexts) keep their packed weights between enqueues when ``keep`` (the contract's
+    environment variable at "1"; trt_plugin/README.md); otherwise the environment is left
+    as the user set it. The previous value is restored on exit: the plugin reads it only when
+    an instance is made."""
+    from dcn_ext.contract import CONTRACT
+
+    name = CONTRACT.plugin_keep_packed_weights_env
+    previous = os.environ.get(name)
+    if keep:
+        os.environ[name] = "1"
+    try:
+        yield os.environ.get(name, "")
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+
+
 def bench_engine(engine_path: Path, *, warmup: int = 20, iters: int = 200, batch: int = 1,
-                 plugin_library: Optional[Path] = None, sink: ProgressSink = NULL_SINK) -> BenchStats:
+                 plugin_library: Optional[Path] = None, sink: ProgressSink = NULL_SINK,
+                 keep_weights: bool = False) -> BenchStats:
     """Latency of one engine execution on random inputs: warm-up runs, then ``iters`` timed
-    runs, each timed with CUDA events on its own stream."""
+    runs, each timed with CUDA events on its own stream. keep_weights: the DCN plugin keeps
+    its packed weights between enqueues (only for engines whose weights are never refit)."""
     if warmup < 0 or iters < 1 or batch < 1:
         raise UsageError(f"need warmup >= 0, iters >= 1, batch >= 1: got: {warmup}, {iters}, {batch}")
-    eng = _Engine(engine_path, plugin_library, "bench")
+    with keep_packed_weights(keep_weights) as setting:
+        eng = _Engine(engine_path, plugin_library, "bench")
     torch = eng.torch
     generator = torch.Generator(device="cuda").manual_seed(0)
     feeds = {}
@@ -425,8 +455,9 @@ def bench_engine(engine_path: Path, *, warmup: int = 20, iters: int = 200, batch
             end.record(stream)
             end.synchronize()
             latencies.append(start.elapsed_time(end))
-    return summarize(latencies, engine=str(engine_path), device=torch.cuda.get_device_name(),
-                     tensorrt_version=detect().version, batch=batch, warmup=warmup)  # type: ignore[union-attr]
+    stats = summarize(latencies, engine=str(engine_path), device=torch.cuda.get_device_name(),
+                      tensorrt_version=detect().version, batch=batch, warmup=warmup)  # type: ignore[union-attr]
+    return replace(stats, plugin_keep_packed_weights=setting)
 
 
 def summarize(latencies_ms: Sequence[float], *, engine: str, device: str, tensorrt_version: str,

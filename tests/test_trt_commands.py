@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,28 @@ def test_default_plugin_library_follows_the_tree_named_in_the_model(tmp_path, mo
 ])
 def test_plugin_cuda_arch(requested, detected, release, expected):
     assert plugin_cuda_arch(requested, detected, release) == expected
+
+
+def test_keep_packed_weights_sets_the_plugin_variable_only_inside_and_restores_it(monkeypatch):
+    from dcn_ext.contract import CONTRACT
+    from patcher.tensorrt import keep_packed_weights
+
+    name = CONTRACT.plugin_keep_packed_weights_env
+    monkeypatch.delenv(name, raising=False)
+    with keep_packed_weights(True) as setting:
+        assert setting == "1" and os.environ[name] == "1"
+    assert name not in os.environ
+    with keep_packed_weights(False) as setting:  # left as the user set it
+        assert setting == "" and name not in os.environ
+    monkeypatch.setenv(name, "0")
+    with keep_packed_weights(True) as setting:
+        assert setting == "1"
+    assert os.environ[name] == "0"
+    with keep_packed_weights(False) as setting:
+        assert setting == "0"
+
+
+@without_tensorrt
+def test_bench_takes_keep_packed_weights_and_still_says_tensorrt_is_missing(capsys):
+    assert cli.main(["bench", "model.engine", "--keep-packed-weights"]) == EXIT_MISSING_DEPENDENCY
+    assert "TensorRT is not installed" in capsys.readouterr().err

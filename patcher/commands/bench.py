@@ -23,6 +23,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--iters", type=int, default=200, help="timed executions (default 200)")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE",
                         help="JSON report (default: ENGINE.bench.json)")
+    parser.add_argument("--keep-packed-weights", action="store_true",
+                        help="the DCN plugin packs its weights once and keeps them between executions "
+                             "(CENTERNET_PATCH_DCN_KEEP_PACKED_WEIGHTS=1): only for engines whose DCN "
+                             "weights are never refit")
 
 
 def execute(args: argparse.Namespace, ui) -> int:
@@ -30,11 +34,13 @@ def execute(args: argparse.Namespace, ui) -> int:
 
     require("bench")
     stats = bench_engine(args.engine, warmup=args.warmup, iters=args.iters, batch=args.batch,
-                         plugin_library=args.plugin, sink=ui.sink)
+                         plugin_library=args.plugin, sink=ui.sink, keep_weights=args.keep_packed_weights)
     ui.table(f"{args.engine.name} on {stats.device} (TensorRT {stats.tensorrt_version})",
              ["batch", "runs", "mean ms", "median ms", "p99 ms", "min ms", "images/s"],
              [[stats.batch, stats.iters, f"{stats.mean_ms:.3f}", f"{stats.median_ms:.3f}",
                f"{stats.p99_ms:.3f}", f"{stats.min_ms:.3f}", f"{stats.images_per_s:.1f}"]])
+    ui.info("DCN plugin: packed weights " + ("kept between executions" if stats.plugin_keep_packed_weights == "1"
+                                             else "packed by every execution"))
     report = args.json or Path(str(args.engine) + ".bench.json")
     report.write_text(json.dumps(stats.to_json(), indent=2), encoding="utf-8")
     ui.info(f"report: {report}")
