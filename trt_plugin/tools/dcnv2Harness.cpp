@@ -24,7 +24,9 @@
 //       written to DIR/<problem>.output_again.bin (what a plugin that keeps data derived
 //       from that input between enqueues shows). "time_enqueues N": after each problem's
 //       first enqueue, N more are captured into a CUDA graph and replayed; the problem's
-//       "enqueue_us" is the median GPU time per enqueue of 15 replays.
+//       "enqueue_us" is the median GPU time per enqueue of 15 replays. "capture_first": each
+//       problem's first enqueue is captured into a CUDA graph and launched (as an
+//       application that captures without a warm-up enqueue).
 //
 // FIELD: name=1,2 (INT32, as the parser passes INT/INTS), name:f32=1.5 (FLOAT32),
 // name:i64=1,2 (INT64), name= (INT32 with no values).
@@ -577,6 +579,7 @@ int run(Library const& lib, std::string const& dir) {
   bool channelsLast = false;
   std::string zeroAgain;       // again_with_zero_input
   int32_t timedEnqueues = 0;  // time_enqueues
+  bool captureFirst = false;  // capture_first
   std::vector<Problem> problems;
   std::string line;
   while (std::getline(spec, line)) {
@@ -598,6 +601,8 @@ int run(Library const& lib, std::string const& dir) {
       words >> zeroAgain;
     } else if (key == "time_enqueues") {
       words >> timedEnqueues;
+    } else if (key == "capture_first") {
+      captureFirst = true;
     } else if (key == "field") {
       std::string f;
       words >> f;
@@ -747,10 +752,27 @@ int run(Library const& lib, std::string const& dir) {
     std::vector<void const*> inputPtrs(device.begin(), device.end());
     void* outputs[] = {output};
     auto enqueue = [&]() { return runtime->enqueue(in.data(), &out, inputPtrs.data(), outputs, workspace, stream) == 0; };
-    // One enqueue, its output written to DIR/<problem>.<suffix>.bin.
-    auto enqueueAndSave = [&](char const* suffix) {
+    // One enqueue (captured into a CUDA graph and launched, with capture_first), its output
+    // written to DIR/<problem>.<suffix>.bin.
+    auto enqueueAndSave = [&](char const* suffix, bool captured) {
       CUDA_CHECK(cudaMemset(output, 0xff, outBytes));  // NaN pattern: unwritten outputs show
-      bool const done = enqueue();
+      bool done = false;
+      if (captured) {
+        cudaGraph_t graph = nullptr;
+        CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+        done = enqueue();
+        CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+        if (done) {
+          cudaGraphExec_t exec = nullptr;
+          CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+          CUDA_CHECK(cudaGraphLaunch(exec, stream));
+          CUDA_CHECK(cudaStreamSynchronize(stream));
+          CUDA_CHECK(cudaGraphExecDestroy(exec));
+        }
+        CUDA_CHECK(cudaGraphDestroy(graph));
+      } else {
+        done = enqueue();
+      }
       CUDA_CHECK(cudaStreamSynchronize(stream));
       if (done) {
         std::vector<char> host(outBytes);
@@ -761,7 +783,7 @@ int run(Library const& lib, std::string const& dir) {
       return done;
     };
     ok = runtime->onShapeChange(in.data(), n, &out, 1) == 0;
-    ok = ok && enqueueAndSave("output");
+    ok = ok && enqueueAndSave("output", captureFirst);
     std::string timing;
     if (ok && timedEnqueues > 0) {
       // GPU time per enqueue: CUDA events over replays of a graph of timedEnqueues enqueues
@@ -812,7 +834,7 @@ int run(Library const& lib, std::string const& dir) {
       }
       size_t const i = static_cast<size_t>(named - problem.inputNames.begin());
       CUDA_CHECK(cudaMemset(device[i], 0, deviceBytes[i]));
-      ok = enqueueAndSave("output_again");
+      ok = enqueueAndSave("output_again", false);
     }
     for (void* d : device) {
       CUDA_CHECK(cudaFree(d));

@@ -11,8 +11,10 @@ decline them where they cannot (grouped convolution, channel counts off the K st
 The kept-weights cases run with the plugin's keep-packed-weights variable
 (contract.json's plugin_keep_packed_weights_env) unset and at 1, zeroing the weight buffer
 in place between two enqueues of each problem: at 1 the outputs keep the first enqueue's
-bits (and equal the default run's), unset the second output is the bias alone; a value
-other than 0 or 1 must fail the plugin's creation, naming the variable and the value.
+bits (and equal the default run's), unset the second output is the bias alone; with the
+first enqueue captured into a CUDA graph, the plugin packs inside the graph, warns once and
+gives the default bits; a value other than 0 or 1 must fail the plugin's creation, naming
+the variable and the value.
 
     python trt_plugin/tools/gpu_check.py --build BUILD_DIR --work DIR [--json OUT.json]
         [--sanitizer]
@@ -286,6 +288,33 @@ def check_kept_weights(harness: Path, library: Path, work: Path, case: Case, dty
     return report
 
 
+def check_capture_without_warmup(harness: Path, library: Path, work: Path, case: Case, dtype_name: str,
+                                 seed: int) -> dict:
+    """With the variable at 1 and each problem's first enqueue captured into a CUDA graph
+    (nothing packed before: no allocation may be captured), the plugin packs inside the graph
+    as without the setting, warns once, and gives the default run's bits."""
+    dtype = DTYPES[dtype_name]
+    directory = work / f"kept_capture_{case.name}_{dtype_name}"
+    write_case(directory, case, dtype_name, make_inputs(case, dtype, seed))
+    default = run_harness(harness, library, directory)
+    with open(directory / "case.txt", "a") as spec:
+        spec.write("capture_first\n")
+    captured = run_harness(harness, library, directory, keep_packed_weights="1")
+    report = {"case": case.name, "dtype": dtype_name, "layout": "nchw"}
+    if any(r["returncode"] != 0 or not r["harness"] or not r["harness"]["ok"] for r in (default, captured)):
+        report.update(ok=False, failure={"default": default, "captured": captured})
+        return report
+    # captured's files replaced default's: the default outputs again, from a fresh run
+    first = read_outputs(directory, captured, dtype, "output", False)
+    (directory / "case.txt").write_text((directory / "case.txt").read_text().replace("capture_first\n", ""))
+    default = run_harness(harness, library, directory)
+    expected = read_outputs(directory, default, dtype, "output", False)
+    warnings = sum("were not packed before this CUDA-graph capture" in w for w in captured["harness"]["warnings"])
+    report.update(same_as_default=all(torch.equal(first[p], expected[p]) for p in expected), warnings=warnings)
+    report["ok"] = report["same_as_default"] and warnings == 1
+    return report
+
+
 def check_bad_keep_setting(harness: Path, library: Path, work: Path) -> dict:
     """A value of the variable other than 0 or 1 fails the plugin's creation, naming both."""
     directory = work / "kept_bad_setting"
@@ -346,6 +375,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"{case.name:16s} {dtype_name:9s} kept weights ({r.get('layout')}): "
                   + ("same bits as packing each call, kept after zeroing, repacked without the setting"
                      if r["ok"] else f"FAILED: {json.dumps(r, default=str)[:2000]}"))
+    for dtype_name in DTYPES:
+        reports.append(check_capture_without_warmup(harness, library, args.work, CASES[2], dtype_name, 2))
+        r = reports[-1]
+        print(f"{CASES[2].name:16s} {dtype_name:9s} kept weights, first enqueue captured: "
+              + ("packed in the graph, default bits, warned once" if r["ok"]
+                 else f"FAILED: {json.dumps(r, default=str)[:2000]}"))
     reports.append(check_bad_keep_setting(harness, library, args.work))
     print(f"bad keep setting: {'refused, naming the variable and the value' if reports[-1]['ok'] else 'FAILED: ' + json.dumps(reports[-1], default=str)[:2000]}")
     sanitizer = []
