@@ -25,8 +25,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="JSON report (default: ENGINE.bench.json)")
     parser.add_argument("--keep-packed-weights", action="store_true",
                         help="the DCN plugin packs its weights once and keeps them between executions "
-                             "(CENTERNET_PATCH_DCN_KEEP_PACKED_WEIGHTS=1): only for engines whose DCN "
-                             "weights are never refit")
+                             "(its keep-packed-weights variable, trt_plugin/README.md): only for engines "
+                             "whose DCN weights are never refit")
 
 
 def execute(args: argparse.Namespace, ui) -> int:
