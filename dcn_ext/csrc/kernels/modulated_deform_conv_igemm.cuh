@@ -33,7 +33,7 @@
 //     each thread blends its corners straight into wgmma's register A operand, the
 //     weights' pre-swizzled image (packed with the weights, in the K order of that
 //     operand, so its sums differ from the other kernels' in the last bits) arrives by
-//     one bulk copy, and no block-wide barrier runs in the K loop.
+//     bulk copies, and no block-wide barrier runs in the K loop.
 #pragma once
 
 #include <cstddef>
@@ -1925,7 +1925,7 @@ __global__ void __launch_bounds__(WsShape<T, BM, BN, P>::kThreads, 1) igemm_ws_k
 // thread blends its corners straight into wgmma's A fragment (two pixels, sixteen
 // channels: ra_channel orders the weights to match), so a warp never waits for another:
 // no barrier in the K loop. The whole 64 x 576 weight block stays in shared memory,
-// brought in by one bulk copy of its pre-swizzled image (packed with the weights). Each
+// brought in by bulk copies of its pre-swizzled image (packed with the weights). Each
 // warp fills the corner table of its own sixteen pixels, two taps at a time, the later
 // taps inside the K loop two steps ahead of their first use, so that the first gathers
 // wait for one pass of the table arithmetic instead of five.
@@ -1935,6 +1935,22 @@ struct RaShape {
   static constexpr int kSmemB = kTaps * BN * kSwizzleRow;            // 72 KB: every tap's 64 x 64 weights
   static constexpr int kSmem = kSmemB + 8 * kWarpTable + kAlignSlack;
   static_assert(BM * (BN + 8) * 2 <= 8 * kWarpTable, "epilogue staging fits the tables");
+};
+
+// The weight block arrives as two bulk copies, taps [0, first) and [first, 9), each on its
+// own barrier, waited for just before the first product that reads it: the first step's
+// gathers and blend then overlap the copy, which with NCHW input starts only after the
+// prepare kernel. The split is per type because it is what an H100 measured (64->64 at
+// 128x128, batch 1, against one copy waited for before the K loop: fp16 11.75 -> 11.22 us
+// channels-last, 15.1 -> 14.1 NCHW with tap 0 alone; bf16 14.05 -> 13.64 and 17.0 -> 15.7
+// with one copy waited for after the first blend; bench/NOTES.md v21).
+template <typename T>
+struct RaWeightCopy {
+  static constexpr int kFirstTaps = RaShape::kTaps;
+};
+template <>
+struct RaWeightCopy<__half> {
+  static constexpr int kFirstTaps = 1;
 };
 
 template <typename T>
@@ -2032,7 +2048,10 @@ __global__ void __launch_bounds__(RaShape::kThreads, 1) igemm_ra_kernel(GemmPara
   if (DCN_IGEMM_PROBE == 1) return;
   using K = RaShape;
   extern __shared__ uint4 smem_dyn[];
-  __shared__ uint64_t weights_full;
+  // Copy c: taps [kCopyStart[c], kCopyStart[c + 1]) of the weights, on weights_full[c].
+  constexpr int kCopyStart[] = {0, RaWeightCopy<T>::kFirstTaps, K::kTaps};
+  constexpr int kCopies = RaWeightCopy<T>::kFirstTaps < K::kTaps ? 2 : 1;
+  __shared__ uint64_t weights_full[kCopies];
   const uint32_t base = smem_address(smem_dyn);  // aligned as in igemm_wgmma_kernel
   char* smem = reinterpret_cast<char*>(smem_dyn) + ((kAlignSlack - base % kAlignSlack) % kAlignSlack);
   const Shape& s = p.s;
@@ -2044,21 +2063,28 @@ __global__ void __launch_bounds__(RaShape::kThreads, 1) igemm_ra_kernel(GemmPara
   const T* image = p.weight_packed + (size_t)s.cout_pad * s.k_steps * Traits<T>::kChunk +
                    (size_t)tile_n_idx * K::kTaps * K::BN * Traits<T>::kChunk;
   if (tid == 0) {
-    mbarrier_init(&weights_full, 1);
+#pragma unroll
+    for (int c = 0; c < kCopies; ++c) mbarrier_init(&weights_full[c], 1);
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   __syncthreads();
-  // One bulk copy of the tile's weights, as soon as they may be read: at entry when launched
+  // The tile's weights (RaWeightCopy), as soon as they may be read: at entry when launched
   // early (no prepare kernel), else after the prepare kernel (below).
   auto copy_weights = [&]() {
     if (tid == 0) {
-      asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_address(&weights_full)),
-                   "r"(K::kSmemB)
-                   : "memory");
-      asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
-                       smem_address(smem_b)),
-                   "l"(image), "r"(K::kSmemB), "r"(smem_address(&weights_full))
-                   : "memory");
+      constexpr int kTapBytes = K::kSmemB / K::kTaps;
+#pragma unroll
+      for (int c = 0; c < kCopies; ++c) {
+        const int bytes = (kCopyStart[c + 1] - kCopyStart[c]) * kTapBytes;
+        asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_address(&weights_full[c])),
+                     "r"(bytes)
+                     : "memory");
+        asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
+                         smem_address(smem_b + kCopyStart[c] * kTapBytes)),
+                     "l"(reinterpret_cast<const char*>(image) + kCopyStart[c] * kTapBytes), "r"(bytes),
+                     "r"(smem_address(&weights_full[c]))
+                     : "memory");
+      }
     }
   };
   if (p.early_launch) {
@@ -2104,7 +2130,6 @@ __global__ void __launch_bounds__(RaShape::kThreads, 1) igemm_ra_kernel(GemmPara
   }
   RaGathered g[2];
   ra_gather<T>(table, 0, r0, t, g[0]);
-  mbarrier_wait(&weights_full, 0);
   const uint32_t desc_b = wgmma_descriptor(smem_b);
   float acc[32];
 #pragma unroll
@@ -2119,6 +2144,9 @@ __global__ void __launch_bounds__(RaShape::kThreads, 1) igemm_ra_kernel(GemmPara
       __syncwarp();
     }
     ra_blend<T>(g[step % 2], a[step % 2]);
+#pragma unroll
+    for (int c = 0; c < kCopies; ++c)
+      if (kCopyStart[c] == step) mbarrier_wait(&weights_full[c], 0);  // the copy this step reads first
     asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 #pragma unroll
     for (int j = 0; j < 4; ++j)
