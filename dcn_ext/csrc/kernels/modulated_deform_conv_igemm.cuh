@@ -2415,15 +2415,18 @@ inline Config choose_config(const Shape& shape, int sms, int smem_per_sm, bool w
   };
   const bool big_blocks = use_wgmma || tf32x3;
   // 64-channel 3x3 layers (one deformable group, 16-bit types) whose 128-pixel tiles fill
-  // 90 % to 100 % of one wave: the register-A tile, unsplit (tenth session, bench/NOTES.md
+  // at least 90 % of one wave: the register-A tile, unsplit (tenth session, bench/NOTES.md
   // v20, one H100: 64->64 at 128x128 batch 1 12.6 -> 11.0 us channels-last, 15.9 -> 14.6 us
-  // NCHW, against 64x64wg). Launches of several waves keep the wgmma tiles: there it won
-  // with channels-last fp16 only (96x320 20.9 -> 20.3 us) and lost with NCHW input (26.0
-  // -> 26.4 us, batch 8 at 128x128 101 -> 105 us) and in bf16 (96x320 24.7 -> 25.8 us).
+  // NCHW, against 64x64wg). Launches of several waves take it too since its weight copy
+  // overlaps the first K step (twelfth session, v21b, one H100, against the wgmma tiles:
+  // 96x320 fp16 21.0 -> 20.4 us channels-last, 25.7 -> 25.1 NCHW; batch 8 fp16 161.5 ->
+  // 148.9 and 196.4 -> 191.0 us; bf16 at 96x320 a tie at batch 1 channels-last, 29.5 ->
+  // 28.2 NCHW, batch 8 183.7 -> 176.1 us). With fewer tiles it could not fill the SMs
+  // without splitting K, which it does not do.
   if (use_wgmma && shape.ra_image) {
     const long long wave = (long long)sms * tile_blocks_per_sm<T>(Tile::k128x64ra, smem_per_sm);
     const long long tiles = tile_count(shape, Tile::k128x64ra);
-    if (wave > 0 && tiles <= wave && tiles * 10 >= 9 * wave) return Config{Tile::k128x64ra, 1};
+    if (wave > 0 && tiles * 10 >= 9 * wave) return Config{Tile::k128x64ra, 1};
   }
   const Config shared = shared_split();
   if (shared.split_k > 0) return shared;
