@@ -26,6 +26,9 @@ CASES = [  # batch, cin, cout, h, w, kernel, stride, pad, deformable groups
     (1, 64, 64, 128, 128, 3, 1, 1, 1),
     (1, 40, 70, 90, 79, 3, 1, 1, 1),
     (3, 64, 64, 150, 120, 3, 2, 1, 1),
+    # several waves of 128-pixel tiles, two N tiles (the second partial), batch 2: the
+    # register-A tile too (bench/NOTES.md v21b)
+    (2, 64, 100, 96, 160, 3, 1, 1, 1),
 ]
 LIMITS = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-3}
 
@@ -90,7 +93,9 @@ def _call(ops, x, offset, mask, weight, bias, dg=1):
 CHANNELS_LAST_CASES = [(2, 64, 64, 20, 28, 1), (1, 512, 256, 16, 16, 1), (1, 72, 40, 17, 23, 1),
                        (1, 128, 32, 9, 11, 2), (1, 64, 64, 100, 97, 1),
                        # the register-A tile: two N tiles; an odd channel count (staged epilogue)
-                       (1, 64, 128, 128, 64, 1), (1, 64, 63, 127, 121, 1)]
+                       (1, 64, 128, 128, 64, 1), (1, 64, 63, 127, 121, 1),
+                       # ... and on several waves of its tiles
+                       (2, 64, 100, 96, 160, 1)]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
@@ -154,13 +159,14 @@ def test_cuda_graph_replay_matches_eager(warm_on_capture_stream):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("shape", [(512, 256, 16, 16), (128, 128, 16, 16), (64, 64, 40, 40)],
+@pytest.mark.parametrize("shape", [(512, 256, 16, 16), (128, 128, 16, 16), (64, 64, 40, 40), (64, 64, 128, 128)],
                          ids=lambda s: "x".join(map(str, s)))
 def test_a_batch_repeats_bit_for_bit_and_matches_its_images_alone(shape, dtype):
     """A call gives the same bits every time (no atomics, a fixed reduction order). A batch
     chooses its own split of K (fp32 512->256 at 16x16: 8 slices alone, 2 in a batch of
     8), so its fp32 sums may be formed in another order than its images alone: they agree
-    to two units in the last place of the output type (TensorRT's plugin checks the same)."""
+    to two units in the last place of the output type (TensorRT's plugin checks the same).
+    64->64 at 128x128 runs the register-A tile (16-bit types, sm_90a) alone and in a batch."""
     ops = _ops()
     cin, cout, h, w = shape
     x, offset, mask, weight, bias = _layer(8, cin, cout, h, w, dtype, seed=cin + h)
