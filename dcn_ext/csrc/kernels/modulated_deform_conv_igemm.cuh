@@ -29,7 +29,7 @@
 //     the tile's rows over all slices, in the same order). A channels-last input is read
 //     in place (no copy) and packed weights may come from the caller (dcn_ext keeps
 //     them), so the prepare kernel may be left out altogether. 64-channel 3x3 layers
-//     whose 128-pixel tiles fill one wave take kernel 2d on sm_90a builds (16-bit types):
+//     with at least one wave of 128-pixel tiles take kernel 2d on sm_90a builds (16-bit types):
 //     each thread blends its corners straight into wgmma's register A operand, the
 //     weights' pre-swizzled image (packed with the weights, in the K order of that
 //     operand, so its sums differ from the other kernels' in the last bits) arrives by
