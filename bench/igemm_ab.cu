@@ -26,19 +26,13 @@
 #include <string>
 #include <vector>
 
+#include "cuda_tool.h"
 #include "modulated_deform_conv.cuh"
 #include "modulated_deform_conv_igemm.cuh"
 
 namespace {
 
-#define AB_CHECK(call)                                                                          \
-  do {                                                                                          \
-    const cudaError_t e_ = (call);                                                              \
-    if (e_ != cudaSuccess) {                                                                    \
-      std::fprintf(stderr, "igemm_ab: %s failed: %s\n", #call, cudaGetErrorString(e_));        \
-      std::exit(1);                                                                             \
-    }                                                                                           \
-  } while (0)
+#define AB_CHECK(call) BENCH_CUDA_CHECK("igemm_ab", call)
 
 struct Options {
   std::string type = "fp16";
@@ -139,35 +133,13 @@ Result run_layer(const Options& o, const LayerShape& l, int in_h, int in_w, cuda
     AB_CHECK(cudaStreamSynchronize(stream));
     std::vector<unsigned char> first(out_bytes), again(out_bytes);
     AB_CHECK(cudaMemcpy(first.data(), output, out_bytes, cudaMemcpyDeviceToHost));
-    cudaGraph_t graph;
-    cudaGraphExec_t exec;
-    AB_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
-    for (int i = 0; i < 20; ++i) AB_CHECK(ig::launch_with<T>(args, workspace, stream, config));
-    AB_CHECK(cudaStreamEndCapture(stream, &graph));
-    AB_CHECK(cudaGraphInstantiate(&exec, graph, 0));
-    cudaEvent_t start, stop;
-    AB_CHECK(cudaEventCreate(&start));
-    AB_CHECK(cudaEventCreate(&stop));
-    for (int i = 0; i < 3; ++i) AB_CHECK(cudaGraphLaunch(exec, stream));  // warm-up
-    std::vector<float> per_call;
-    for (int rep = 0; rep < 15; ++rep) {
-      AB_CHECK(cudaEventRecord(start, stream));
-      AB_CHECK(cudaGraphLaunch(exec, stream));
-      AB_CHECK(cudaEventRecord(stop, stream));
-      AB_CHECK(cudaEventSynchronize(stop));
-      float ms = 0.f;
-      AB_CHECK(cudaEventElapsedTime(&ms, start, stop));
-      per_call.push_back(ms * 1000.f / 20.f);
-    }
-    std::sort(per_call.begin(), per_call.end());
-    r.us = per_call[per_call.size() / 2];
+    float us = 0.f;
+    AB_CHECK(graph_timing::median_us_per_call(
+        stream, 20, [&](cudaStream_t s) { return ig::launch_with<T>(args, workspace, s, config); }, us));
+    r.us = us;
     AB_CHECK(cudaMemcpy(again.data(), output, out_bytes, cudaMemcpyDeviceToHost));
     r.hash = fnv1a(first);
     r.repeats = fnv1a(again) == r.hash;
-    AB_CHECK(cudaEventDestroy(start));
-    AB_CHECK(cudaEventDestroy(stop));
-    AB_CHECK(cudaGraphExecDestroy(exec));
-    AB_CHECK(cudaGraphDestroy(graph));
   } else {
     (void)cudaGetLastError();  // a forced configuration that does not apply to this shape
   }
