@@ -18,7 +18,6 @@
 // unless --tile/--split force one (an index of igemm::Tile). KEY is cin-cout-HxW, e.g.
 // 64-64-128x128. Time per call: CUDA events over graph replay of 20 calls, median of 15.
 // Sums weight each shape by its count among the 16 layers.
-#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
