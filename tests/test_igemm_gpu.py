@@ -95,7 +95,10 @@ CHANNELS_LAST_CASES = [(2, 64, 64, 20, 28, 1), (1, 512, 256, 16, 16, 1), (1, 72,
                        # the register-A tile: two N tiles; an odd channel count (staged epilogue)
                        (1, 64, 128, 128, 64, 1), (1, 64, 63, 127, 121, 1),
                        # ... and on several waves of its tiles
-                       (2, 64, 100, 96, 160, 1)]
+                       (2, 64, 100, 96, 160, 1),
+                       # whole 64-channel rows staged by each warp, then a partial N tile
+                       # stored pair by pair; patches cut by the image's edge; several waves
+                       (1, 64, 72, 127, 61, 1), (2, 64, 64, 96, 160, 1)]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)

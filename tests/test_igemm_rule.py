@@ -70,7 +70,8 @@ def _shapes():
             key = (layer.cin, layer.cout, layer.height, layer.width)
             if key not in seen:
                 seen.append(key)
-    return seen + [(64, 64, 64, 128)]  # a 64-channel layer with half a wave of 128-pixel tiles
+    return seen + [(64, 64, 64, 128),  # a 64-channel layer with half a wave of 128-pixel tiles
+                   (64, 72, 127, 61)]  # a full and a partial N tile, patches cut by the edge (GPU test)
 
 
 class Picks(dict):
@@ -238,6 +239,9 @@ def test_the_register_a_tile_takes_64_channel_layers_of_a_wave_or_more_in_16_bit
             assert (row["tile"] == k128x64ra) == expected, (dtype, shape, row)
             if row["tile"] == k128x64ra:
                 assert row["split"] == 1 and 9 * SMS <= row["blocks"] * 10 and row["wave"] == SMS, row
+        # tests/test_igemm_gpu.py's channels-last cases for the staged rows and the pairs
+        edge = rows[(dtype, 1, 64, 72, 127, 61)]
+        assert (edge["tile"] == k128x64ra) == (wgmma and dtype != "fp32"), (dtype, edge)
         small = rows[(dtype, 1, 64, 64, 64, 128)]  # 64 tiles of 128 pixels: another tile fills the SMs
         assert small["tile"] != k128x64ra and 9 * SMS <= small["blocks"] * 10, (dtype, small)
     for key, row in rows.items():  # other shapes (more than 64 input channels) never take it

@@ -2094,8 +2094,9 @@ __global__ void __launch_bounds__(RaShape::kThreads, 1) igemm_ra_kernel(GemmPara
   const int r0 = lane / 4, t = lane % 4;
   // Channels-last output with an even channel count: each warp stores its own rows from its
   // accumulators (pairs of columns 8 i + 2 t), with the bias of those columns kept from
-  // here. A block holds an SM alone, so a whole-block staged epilogue (two barriers) would
-  // keep the next block waiting for the slowest warp (batch 8: 88 against 81 us).
+  // here; whole 64-channel rows (staged) through the warp's own table area. A block holds an
+  // SM alone, so a whole-block staged epilogue (two barriers) would keep the next block
+  // waiting for the slowest warp (batch 8: 88 against 81 us).
   const bool direct = s.channels_last && s.cout % 2 == 0;
   uint32_t bias_pair[8];  // the two columns' bias in T, as loaded (registers are scarce here)
 #pragma unroll
@@ -2160,6 +2161,32 @@ __global__ void __launch_bounds__(RaShape::kThreads, 1) igemm_ra_kernel(GemmPara
   for (int i = 0; i < 32; ++i) asm volatile("" : "+f"(acc[i])::"memory");
   // Accumulator i: row r0 + 8 * ((i / 2) % 2) of the warp's sixteen, column 8 * (i / 4) +
   // 2 t + i % 2 (the wgmma kernels' layout).
+  if (direct && s.cout % 8 == 0 && s.cout - n0 >= K::BN && reinterpret_cast<uintptr_t>(p.output) % 16 == 0) {
+    // The warp's 16 rows through its own table area (no other warp reads it; its own last
+    // reads were before the last product): whole 128-byte rows leave in four 16-byte
+    // stores a lane instead of sixteen 4-byte ones that each touch eight rows (64->64 at
+    // 128x128, batch 1: fp16 11.2 -> 10.3 us, bf16 13.6 -> 12.1 us; bench/NOTES.md v24).
+    constexpr int kRowBytes = K::BN * (int)sizeof(T) + 16;  // padded: the pair writes fall on 32 banks
+    static_assert(16 * kRowBytes <= K::kWarpTable, "a warp's rows fit its table");
+    char* stage = table;
+    __syncwarp();
+#pragma unroll
+    for (int i = 0; i < 32; i += 2) {
+      const T* b = reinterpret_cast<const T*>(&bias_pair[i / 4]);
+      store_pair<T>(reinterpret_cast<T*>(stage + (r0 + 8 * ((i / 2) % 2)) * kRowBytes) + 8 * (i / 4) + 2 * t,
+                    acc[i] + to_float(b[0]), acc[i + 1] + to_float(b[1]));
+    }
+    __syncwarp();
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const int row = lane / 8 + 4 * k, chunk = lane % 8;
+      RaPixel out;
+      if (!locate_pixel(p, tile_m_idx, warp * 16 + row, K::BM, out.n_img, out.pix, out.ho, out.wo)) continue;
+      *reinterpret_cast<uint4*>(p.output + ((size_t)out.n_img * plane + out.pix) * s.cout + n0 + 8 * chunk) =
+          *reinterpret_cast<const uint4*>(stage + row * kRowBytes + 16 * chunk);
+    }
+    return;
+  }
   if (direct) {
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
