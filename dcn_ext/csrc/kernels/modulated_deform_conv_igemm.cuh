@@ -51,6 +51,15 @@
 #ifndef DCN_IGEMM_PROBE
 #define DCN_IGEMM_PROBE 0
 #endif
+// Development builds only (bench/NOTES.md v23b), wrong results: the register-A kernel runs
+// only its first DCN_RA_PROBE_STEPS K steps of nine, and gathers only the first
+// DCN_RA_PROBE_CORNERS of each sample's four corners (the others reuse their registers).
+#ifndef DCN_RA_PROBE_STEPS
+#define DCN_RA_PROBE_STEPS 9
+#endif
+#ifndef DCN_RA_PROBE_CORNERS
+#define DCN_RA_PROBE_CORNERS 4
+#endif
 
 namespace dcn {
 namespace igemm {
@@ -2005,7 +2014,9 @@ __device__ __forceinline__ void ra_gather(const char* table, int tap, int r0, in
     for (int h = 0; h < 2; ++h)
 #pragma unroll
       for (int c = 0; c < 4; ++c)
-        g.v[r][h][c] = __ldg(reinterpret_cast<const uint4*>(reinterpret_cast<const T*>(corner[c]) + 16 * t + 8 * h));
+        g.v[r][h][c] = c < DCN_RA_PROBE_CORNERS
+                           ? __ldg(reinterpret_cast<const uint4*>(reinterpret_cast<const T*>(corner[c]) + 16 * t + 8 * h))
+                           : g.v[r][h][c % DCN_RA_PROBE_CORNERS];
   }
 }
 
@@ -2137,8 +2148,8 @@ __global__ void __launch_bounds__(RaShape::kThreads, 1) igemm_ra_kernel(GemmPara
   for (int i = 0; i < 32; ++i) acc[i] = 0.f;
   uint32_t a[2][4][4];
 #pragma unroll
-  for (int step = 0; step < K::kTaps; ++step) {
-    if (step + 1 < K::kTaps) ra_gather<T>(table, step + 1, r0, t, g[(step + 1) % 2]);
+  for (int step = 0; step < DCN_RA_PROBE_STEPS; ++step) {
+    if (step + 1 < DCN_RA_PROBE_STEPS) ra_gather<T>(table, step + 1, r0, t, g[(step + 1) % 2]);
     if (step % 2 == 0 && step + 2 < K::kTaps) {  // taps step + 2 and step + 3, first read in steps step + 1, step + 2
       const int j = step / 2 + 1, tap = lane / 16 + 2 * j;
       if (tap < K::kTaps) ra_entry(p, px, table, tap, dy[j], dx[j], mk[j]);
@@ -2157,6 +2168,10 @@ __global__ void __launch_bounds__(RaShape::kThreads, 1) igemm_ra_kernel(GemmPara
     asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
   }
   asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+  if (DCN_RA_PROBE_STEPS < K::kTaps) {  // no bulk copy may outlive the block
+#pragma unroll
+    for (int c = 0; c < kCopies; ++c) mbarrier_wait(&weights_full[c], 0);
+  }
 #pragma unroll
   for (int i = 0; i < 32; ++i) asm volatile("" : "+f"(acc[i])::"memory");
   // Accumulator i: row r0 + 8 * ((i / 2) % 2) of the warp's sixteen, column 8 * (i / 4) +
