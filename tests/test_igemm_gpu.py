@@ -29,6 +29,13 @@ CASES = [  # batch, cin, cout, h, w, kernel, stride, pad, deformable groups
     # several waves of 128-pixel tiles, two N tiles (the second partial), batch 2: the
     # register-A tile too (bench/NOTES.md v21b)
     (2, 64, 100, 96, 160, 3, 1, 1, 1),
+    # batches on the batch rule's tiles (bench/NOTES.md v25). 16-bit types: 64x256wg with
+    # three K slices; 64x256wg over 200 outputs (a partial N tile); 64x128ws over two
+    # waves, 70 outputs. fp32: 64x128ws in two or three waves, its two or three K slices
+    # reduced by the last to finish
+    (4, 384, 256, 10, 40, 3, 1, 1, 1),
+    (2, 136, 200, 44, 52, 3, 1, 1, 1),
+    (3, 100, 70, 50, 67, 3, 1, 1, 1),
 ]
 LIMITS = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-3}
 

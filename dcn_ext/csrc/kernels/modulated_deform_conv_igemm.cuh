@@ -2269,6 +2269,9 @@ inline bool valid_config(const Shape& s, const Config& c) {
   if ((int)c.tile < 0 || (int)c.tile >= kTileCount) return false;
   if (is_ws_tile(c.tile) && s.dg * s.taps > kTableTaps) return false;  // one corner-table fill per block
   if (is_ra_tile(c.tile) && (!s.ra_image || c.split_k != 1)) return false;  // 64 channels, 3x3, whole K
+  // The packed weights end at cout_pad output channels: a wider tile (64x256) would read
+  // past them.
+  if (align_up(s.cout, tile_n(c.tile)) > (size_t)s.cout_pad) return false;
   return !is_wgmma_tile(c.tile) || wgmma_built<T>();
 }
 
@@ -2491,24 +2494,38 @@ inline Config choose_config(const Shape& shape, int sms, int smem_per_sm, bool w
   Config best{Tile::k32x64w8, 0};
   long long best_cost = 0;
   if (use_wgmma) {
-    // wgmma builds: the (tile, split) of the lowest cost, where a block's K step costs its
-    // tile's step time, in hundredths of a 64x64 step: larger tiles do more work per step
-    // time, smaller ones quantise the waves less. Fitted to fifth-session batch-8 sweeps of
-    // every wgmma tile and split (bench/NOTES.md v14b, v14c): it picks the fastest
-    // configuration, or one within 1.2 us, on all 14 DLA-34 shapes in fp16, bf16 and fp32.
-    // fp32 holds one block of any tile per SM, 16-bit types two of the 64-row or 128x64 ones.
+    // wgmma builds: the (tile, split) of the lowest cost, waves x (K steps of a slice + a
+    // block's fixed cost, about 16 steps: start-up, epilogue, partials) x the tile's step
+    // time, in hundredths of a 64x64wg step (a wave of them): larger tiles do more work per
+    // step time, smaller ones quantise the waves less; a split pays only where it saves
+    // waves. Fitted to fourteenth-session sweeps of every wgmma and warp-specialised tile
+    // on the 12 DLA-34 shapes that are not 64->64 (batch 8 at splits 1-8, fp16 and fp32;
+    // batch 3 at splits 1-3, fp16; bench/NOTES.md v25, one H100): its picks were the
+    // fastest measured on 33 of 35 (shape, batch, type) and within 0.6 us (fp16) and
+    // 3.3 us (fp32, 2 %) on the other two. The warp-specialised tiles run several waves
+    // here (their slices, if any, then reduce as the other kernels do) and take about half
+    // a wgmma tile's time for a step; 64x256wg applies where 256 divides the padded output
+    // channels (valid_config). fp32 holds one block of any tile per SM (none of 64x256),
+    // 16-bit types two of the 64-row or 128x64 wgmma ones.
     struct Step {
       Tile tile;
       long long step;
     };
-    constexpr Step kSteps16[] = {{Tile::k64x64wg, 100}, {Tile::k128x64wg, 163}, {Tile::k64x128wg, 130}, {Tile::k128x128wg, 157}};
-    constexpr Step kSteps32[] = {{Tile::k64x64wg, 100}, {Tile::k128x64wg, 160}, {Tile::k64x128wg, 115}, {Tile::k128x128wg, 185}};
-    for (const Step& candidate : tf32x3 ? kSteps32 : kSteps16) {
+    constexpr Step kSteps16[] = {{Tile::k64x64wg, 100}, {Tile::k128x64wg, 175}, {Tile::k64x128wg, 117},
+                                 {Tile::k128x128wg, 120}, {Tile::k64x256wg, 90}, {Tile::k64x64ws, 44},
+                                 {Tile::k64x128ws, 47}};
+    constexpr Step kSteps32[] = {{Tile::k64x64wg, 100}, {Tile::k128x64wg, 160}, {Tile::k64x128wg, 122},
+                                 {Tile::k128x128wg, 180}, {Tile::k64x64ws, 68}, {Tile::k64x128ws, 89}};
+    constexpr long long kBlockSteps = 16;
+    const Step* steps = tf32x3 ? kSteps32 : kSteps16;
+    const int step_count = tf32x3 ? (int)(sizeof kSteps32 / sizeof *kSteps32) : (int)(sizeof kSteps16 / sizeof *kSteps16);
+    for (int i = 0; i < step_count; ++i) {
+      const Step& candidate = steps[i];
       const long long wave = (long long)sms * tile_blocks_per_sm<T>(candidate.tile, smem_per_sm);
-      if (wave == 0) continue;
+      if (wave == 0 || !valid_config<T>(shape, Config{candidate.tile, 1})) continue;
       for (long long split = 1; split <= cap; ++split) {
         const long long waves = (tile_count(shape, candidate.tile) * split + wave - 1) / wave;
-        const long long cost = waves * ((shape.k_steps + split - 1) / split) * candidate.step * (7 + split);
+        const long long cost = waves * ((shape.k_steps + split - 1) / split + kBlockSteps) * candidate.step;
         if (best.split_k == 0 || cost < best_cost) {
           best = Config{candidate.tile, (int)split};
           best_cost = cost;
