@@ -2486,8 +2486,8 @@ inline Config choose_config(const Shape& shape, int sms, int smem_per_sm, bool w
   // A batch chooses its own split, by the fewest waves x K steps per block (a block's step
   // is bound by the gathers' latency more than by its size), each slice beyond the first
   // adding 1/8 for its partials and reduction; ties go to fewer slices. With wgmma the cost
-  // also weighs each tile's step time (below); elsewhere each split takes the block shape
-  // chosen as above. One image's choice kept for a batch multiplied its
+  // weighs each tile's step time and a block's fixed cost instead (below); elsewhere each
+  // split takes the block shape chosen as above. One image's choice kept for a batch multiplied its
   // partials and waves (256->256 at 32x32: 45 instead of 54 us at batch 8 without it), and
   // an unsplit batch left big-K layers in one underfilled wave of 72-144 K steps (512->256
   // at 12x40, fp32: 473 instead of 311 us).
