@@ -184,8 +184,8 @@ def test_wgmma_batches_take_the_tile_of_least_modelled_time(choices):
 @pytest.mark.parametrize("choices", [True], ids=["wgmma"], indirect=True)
 def test_a_64x256_launch_is_refused_where_it_would_read_past_the_packed_weights(choices):
     """The packed weights are padded to a multiple of 128 output channels: a 64x256 tile
-    over 64, 128, 320 or 384 outputs would read past them (forced on 128->64 at 48x160 by a sweep, it
-    faulted on an H100), so valid_config, which every launch checks, refuses it."""
+    over 64, 128, 320 or 384 outputs would read past them (forced on 128->64 at 48x160 by a
+    sweep, it faulted on an H100), so valid_config, which every launch checks, refuses it."""
     _, rows = choices
     assert rows.tile_64x256 == {64: False, 128: False, 200: True, 256: True, 320: False, 384: False, 512: True}
 
@@ -245,7 +245,7 @@ def test_the_warp_specialised_tiles_where_one_wave_holds_them(choices):
                  for shape in ((256, 64, 32, 32), (256, 128, 32, 32), (512, 256, 16, 16))}
         assert picks == {(256, 64, 32, 32): (k64x64ws, 1), (256, 128, 32, 32): (k64x128ws, 1),
                          (512, 256, 16, 16): (k64x128ws, 2)}, dtype
-    for (dtype, batch, *shape), row in rows.items():  # a batch may run several waves of them (previous test)
+    for (dtype, batch, *shape), row in rows.items():  # batches may run several waves of them
         if row["tile"] in (k64x64ws, k64x128ws) and batch == 1:
             assert row["blocks"] <= row["wave"] == SMS and row["blocks"] * 10 >= 9 * SMS, (dtype, shape, row)
 

@@ -2487,10 +2487,10 @@ inline Config choose_config(const Shape& shape, int sms, int smem_per_sm, bool w
   // is bound by the gathers' latency more than by its size), each slice beyond the first
   // adding 1/8 for its partials and reduction; ties go to fewer slices. With wgmma the cost
   // weighs each tile's step time and a block's fixed cost instead (below); elsewhere each
-  // split takes the block shape chosen as above. One image's choice kept for a batch multiplied its
-  // partials and waves (256->256 at 32x32: 45 instead of 54 us at batch 8 without it), and
-  // an unsplit batch left big-K layers in one underfilled wave of 72-144 K steps (512->256
-  // at 12x40, fp32: 473 instead of 311 us).
+  // split takes the block shape chosen as above. One image's choice kept for a batch
+  // multiplied its partials and waves (256->256 at 32x32: 45 instead of 54 us at batch 8
+  // without it), and an unsplit batch left big-K layers in one underfilled wave of 72-144
+  // K steps (512->256 at 12x40, fp32: 473 instead of 311 us).
   Config best{Tile::k32x64w8, 0};
   long long best_cost = 0;
   if (use_wgmma) {
@@ -2517,20 +2517,24 @@ inline Config choose_config(const Shape& shape, int sms, int smem_per_sm, bool w
     constexpr Step kSteps32[] = {{Tile::k64x64wg, 100}, {Tile::k128x64wg, 160}, {Tile::k64x128wg, 122},
                                  {Tile::k128x128wg, 180}, {Tile::k64x64ws, 68}, {Tile::k64x128ws, 89}};
     constexpr long long kBlockSteps = 16;
-    const Step* steps = tf32x3 ? kSteps32 : kSteps16;
-    const int step_count = tf32x3 ? (int)(sizeof kSteps32 / sizeof *kSteps32) : (int)(sizeof kSteps16 / sizeof *kSteps16);
-    for (int i = 0; i < step_count; ++i) {
-      const Step& candidate = steps[i];
-      const long long wave = (long long)sms * tile_blocks_per_sm<T>(candidate.tile, smem_per_sm);
-      if (wave == 0 || !valid_config<T>(shape, Config{candidate.tile, 1})) continue;
-      for (long long split = 1; split <= cap; ++split) {
-        const long long waves = (tile_count(shape, candidate.tile) * split + wave - 1) / wave;
-        const long long cost = waves * ((shape.k_steps + split - 1) / split + kBlockSteps) * candidate.step;
-        if (best.split_k == 0 || cost < best_cost) {
-          best = Config{candidate.tile, (int)split};
-          best_cost = cost;
+    auto cheapest = [&](const auto& table) {
+      for (const Step& candidate : table) {
+        const long long wave = (long long)sms * tile_blocks_per_sm<T>(candidate.tile, smem_per_sm);
+        if (wave == 0 || !valid_config<T>(shape, Config{candidate.tile, 1})) continue;
+        for (long long split = 1; split <= cap; ++split) {
+          const long long waves = (tile_count(shape, candidate.tile) * split + wave - 1) / wave;
+          const long long cost = waves * ((shape.k_steps + split - 1) / split + kBlockSteps) * candidate.step;
+          if (best.split_k == 0 || cost < best_cost) {
+            best = Config{candidate.tile, (int)split};
+            best_cost = cost;
+          }
         }
       }
+    };
+    if (tf32x3) {
+      cheapest(kSteps32);
+    } else {
+      cheapest(kSteps16);
     }
     if (best.split_k > 0) return best;
   }
