@@ -36,6 +36,11 @@ CASES = [  # batch, cin, cout, h, w, kernel, stride, pad, deformable groups
     (4, 384, 256, 10, 40, 3, 1, 1, 1),
     (2, 136, 200, 44, 52, 3, 1, 1, 1),
     (3, 100, 70, 50, 67, 3, 1, 1, 1),
+    # the 32-row warp-specialised tiles, unsplit (16-bit types; bench/NOTES.md v27): 32x128
+    # on 128 outputs; 32x64 on 40 outputs (a partial N tile), 100 input channels padded to
+    # 128, patches cut by the image's edge. fp32 splits 64-row tiles there.
+    (1, 128, 128, 64, 64, 3, 1, 1, 1),
+    (1, 100, 40, 60, 61, 3, 1, 1, 1),
 ]
 LIMITS = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-3}
 
@@ -105,7 +110,9 @@ CHANNELS_LAST_CASES = [(2, 64, 64, 20, 28, 1), (1, 512, 256, 16, 16, 1), (1, 72,
                        (2, 64, 100, 96, 160, 1),
                        # whole 64-channel rows staged by each warp, then a partial N tile
                        # stored pair by pair; patches cut by the image's edge; several waves
-                       (1, 64, 72, 127, 61, 1), (2, 64, 64, 96, 160, 1)]
+                       (1, 64, 72, 127, 61, 1), (2, 64, 64, 96, 160, 1),
+                       # the 32-row warp-specialised tiles (16-bit types)
+                       (1, 128, 64, 64, 64, 1), (1, 128, 128, 64, 64, 1), (1, 100, 40, 60, 61, 1)]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)

@@ -192,9 +192,9 @@ def test_a_64x256_launch_is_refused_where_it_would_read_past_the_packed_weights(
 
 def test_one_image_fits_one_wave_unless_unsplit_and_slices_keep_three_steps(choices):
     _, rows = choices
-    k64x64ws, k64x128ws = 14, 15  # dcn::igemm::Tile
+    ws_tiles = (14, 15, 17, 18)  # dcn::igemm::Tile: k64x64ws, k64x128ws, k32x64ws, k32x128ws
     for (dtype, batch, *shape), row in rows.items():
-        if row["tile"] in (k64x64ws, k64x128ws):  # slices sharing the reduction: 4 steps, 16 at most
+        if row["tile"] in ws_tiles:  # slices sharing the reduction: 4 steps, 16 at most
             assert 1 <= row["split"] <= 16 and row["ksteps"] // row["split"] >= 4, (dtype, shape, row)
             continue
         assert 1 <= row["split"] <= 8, (dtype, shape, row)
@@ -221,8 +221,28 @@ def test_batch_one_takes_about_one_large_block_per_sm(choices):
     k64x128w8, k64x128ws = 6, 15  # dcn::igemm::Tile
     fp32_wide = rows[("fp32", 1, 128, 128, 64, 64)]
     assert (fp32_wide["tile"], fp32_wide["split"]) == (k64x128ws if wgmma else k64x128w8, 2)
-    if wgmma:
-        assert (rows[("fp16", 1, 128, 128, 64, 64)]["tile"], rows[("fp16", 1, 128, 128, 64, 64)]["split"]) == (k64x128ws, 2)
+
+
+@pytest.mark.parametrize("choices", [True], ids=["wgmma"], indirect=True)
+def test_a_32_row_tile_unsplit_where_64_rows_would_need_slices(choices):
+    """Fifteenth session (bench/NOTES.md v27, one H100, fp16 channels-last): where one
+    wave of 64-row warp-specialised blocks needs two or more K slices, twice the blocks of
+    32 rows do the same gathers per SM without the slices' partials and reduction: 128->64
+    at 64x64 and 128->128 at 64x64 (18 K steps). With 36 K steps the doubled K loop costs
+    what the split saves (256->256 at 24x80 keeps two slices of 64x128), and fp32, whose
+    K steps are half as wide, keeps the 64-row slices. A batch whose 64-row tiles fill the
+    wave unsplit keeps them."""
+    _, rows = choices
+    k64x64ws, k64x128ws, k32x64ws, k32x128ws = 14, 15, 17, 18  # dcn::igemm::Tile
+    for dtype in ("fp16", "bf16"):
+        assert (rows[(dtype, 1, 128, 64, 64, 64)]["tile"], rows[(dtype, 1, 128, 64, 64, 64)]["split"]) == (k32x64ws, 1)
+        assert (rows[(dtype, 1, 128, 128, 64, 64)]["tile"], rows[(dtype, 1, 128, 128, 64, 64)]["split"]) == (k32x128ws, 1)
+        assert (rows[(dtype, 1, 256, 256, 24, 80)]["tile"], rows[(dtype, 1, 256, 256, 24, 80)]["split"]) == (k64x128ws, 2)
+    assert (rows[("fp32", 1, 128, 64, 64, 64)]["tile"], rows[("fp32", 1, 128, 64, 64, 64)]["split"]) == (k64x64ws, 2)
+    for (dtype, batch, cin, cout, *shape), row in rows.items():
+        if row["tile"] in (k32x64ws, k32x128ws):
+            assert dtype != "fp32" and row["split"] == 1 and row["ksteps"] <= 18, (dtype, batch, cin, cout, shape, row)
+            assert 9 * SMS <= 10 * row["blocks"] <= 10 * row["wave"], (dtype, batch, cin, cout, shape, row)
 
 
 @pytest.mark.parametrize("choices", [True], ids=["wgmma"], indirect=True)
@@ -246,7 +266,7 @@ def test_the_warp_specialised_tiles_where_one_wave_holds_them(choices):
         assert picks == {(256, 64, 32, 32): (k64x64ws, 1), (256, 128, 32, 32): (k64x128ws, 1),
                          (512, 256, 16, 16): (k64x128ws, 2)}, dtype
     for (dtype, batch, *shape), row in rows.items():  # batches may run several waves of them
-        if row["tile"] in (k64x64ws, k64x128ws) and batch == 1:
+        if row["tile"] in (k64x64ws, k64x128ws, 17, 18) and batch == 1:  # 17, 18: the 32-row twins
             assert row["blocks"] <= row["wave"] == SMS and row["blocks"] * 10 >= 9 * SMS, (dtype, shape, row)
 
 

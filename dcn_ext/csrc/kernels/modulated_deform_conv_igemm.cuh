@@ -79,12 +79,14 @@ enum class Tile : int {
   k32x64 = 0, k64x64 = 1, k64x128 = 2, k32x128 = 3,
   k32x64w8 = 4, k64x64w8 = 5, k64x128w8 = 6, k128x64w8 = 7, k128x128w8 = 8,
   k64x64wg = 9, k128x64wg = 10, k64x128wg = 11, k128x128wg = 12, k64x256wg = 13,
-  k64x64ws = 14, k64x128ws = 15, k128x64ra = 16,
+  k64x64ws = 14, k64x128ws = 15, k128x64ra = 16, k32x64ws = 17, k32x128ws = 18,
 };
-constexpr int kTileCount = 17;
+constexpr int kTileCount = 19;
 inline bool is_wgmma_tile(Tile t) { return (int)t >= (int)Tile::k64x64wg; }
 // The warp-specialised wgmma tiles: one corner-table fill per block.
-inline bool is_ws_tile(Tile t) { return t == Tile::k64x64ws || t == Tile::k64x128ws; }
+inline bool is_ws_tile(Tile t) {
+  return t == Tile::k64x64ws || t == Tile::k64x128ws || t == Tile::k32x64ws || t == Tile::k32x128ws;
+}
 // The register-A wgmma tile (kernel 2d): 64-channel 3x3 layers, 16-bit types, no split.
 inline bool is_ra_tile(Tile t) { return t == Tile::k128x64ra; }
 
@@ -107,7 +109,8 @@ inline TileShape tile_shape(Tile t) {
                                              {64, 128, 256}, {128, 64, 256}, {128, 128, 256},
                                              {64, 64, 256},  {128, 64, 256}, {64, 128, 256},
                                              {128, 128, 256}, {64, 256, 256}, {64, 64, 512},
-                                             {64, 128, 512}, {128, 64, 256}};
+                                             {64, 128, 512}, {128, 64, 256}, {32, 64, 512},
+                                             {32, 128, 512}};
   return kShapes[(int)t];
 }
 inline int tile_m(Tile t) { return tile_shape(t).m; }
@@ -794,7 +797,7 @@ __device__ __forceinline__ void split_k_shared(const GemmParams<T>& p, const flo
   const int tid = threadIdx.x, split_k = p.split_k;
   int* const counter = p.counters + blockIdx.x;
   float* const partials = p.partials + (size_t)blockIdx.x * split_k * BM * BN;
-  if (tid < 128) {  // the consumer's accumulators, in igemm_wgmma_kernel's layout
+  if (tid < 2 * BM) {  // the consumer's accumulators (its real rows), in igemm_wgmma_kernel's layout
     const int warp = tid / 32, lane = tid % 32;
     // The thread's first pair; the others sit at compile-time offsets from it.
     float* const mine = partials + (size_t)split * BM * BN + (warp * 16 + lane / 4) * BN + 2 * (lane % 4);
@@ -1394,7 +1397,9 @@ __global__ void __launch_bounds__(THREADS, MinBlocks<T, BM, BN, THREADS>::value)
 // at its best split (fp16, sixth-session sweep).
 #define DCN_IGEMM_WS_TILES(X) \
   X(k64x64ws, 64, 64, 3)      \
-  X(k64x128ws, 64, 128, 3)
+  X(k64x128ws, 64, 128, 3)    \
+  X(k32x64ws, 32, 64, 3)      \
+  X(k32x128ws, 32, 128, 3)
 #else
 #define DCN_IGEMM_WGMMA_TILES(X)
 #define DCN_IGEMM_WS_TILES(X)
@@ -1689,6 +1694,8 @@ __global__ void __launch_bounds__(256, WgmmaMinBlocks<T, BM, BN>::value) igemm_w
 // (chunk-major without split-K, tap-major slices with it), and the split-K reduction and
 // epilogue are theirs, run by the whole block with the consumer's accumulators; same
 // products in the same order, so the same bits as the other wgmma tiles at the same split.
+// Blocks of 32 rows (k32x64ws, k32x128ws) let a layer with 64 tiles of 64 rows fill the
+// SMs without splitting K (choose_config).
 template <typename T, int BM, int BN, int P>
 struct WsShape {
   static constexpr int kProducers = P;                // producer warpgroups
@@ -1707,7 +1714,11 @@ struct WsShape {
   static constexpr int kFit = (kMaxSmemPerBlock - kSmemTable - kAlignSlack - 1024) / kStageBytes;
   static constexpr int kStages = kFit < kMaxStages ? kFit : kMaxStages;
   static constexpr int kSmem = kStages * kStageBytes + kSmemTable + kAlignSlack;
-  static_assert(BM == 64, "one consumer warpgroup: 64 pixels");
+  // BM 32: the consumer's m64 products read 32 more rows past the A tile (the stage's next
+  // part, always in bounds); their results land in consumer warps 2 and 3, which store
+  // nothing (kHolders).
+  static_assert(BM == 64 || BM == 32, "one consumer warpgroup: 64 pixels, or 32");
+  static constexpr int kHolders = 2 * BM;             // consumer threads whose rows are real
   static_assert(BN == 64 || BN == 128, "wgmma N");
   static_assert(kStages >= 2, "ring");
   static_assert(BN * (BM + 8) * (int)sizeof(T) <= kStages * kStageBytes &&
@@ -1908,11 +1919,11 @@ __global__ void __launch_bounds__(WsShape<T, BM, BN, P>::kThreads, 1) igemm_ws_k
       split_k_shared<T, BM, BN>(p, acc, bias, tile_m_idx, n0, split);
       return;
     }
-    if (!split_k_reduce<K::kAcc, 128>(acc, p.partials, p.counters, blockIdx.x, split, p.split_k, &last_flag)) return;
+    if (!split_k_reduce<K::kAcc, K::kHolders>(acc, p.partials, p.counters, blockIdx.x, split, p.split_k, &last_flag)) return;
   }
   const int warp = tid / 32;
   store_tile<T, BM, BN, K::kThreads>(p, smem, tile_m_idx, n0, bias, [&](auto&& put) {
-    if (tid < 128) {  // the consumer's accumulators, in igemm_wgmma_kernel's layout
+    if (tid < K::kHolders) {  // the consumer's accumulators, in igemm_wgmma_kernel's layout
 #pragma unroll
       for (int i = 0; i < K::kAcc; i += 2)
         put(warp * 16 + lane / 4 + 8 * ((i / 2) % 2), 8 * (i / 4) + 2 * (lane % 4), acc[i], acc[i + 1]);
@@ -2443,10 +2454,20 @@ inline Config choose_config(const Shape& shape, int sms, int smem_per_sm, bool w
   // 64x128, 128 blocks, 10.1 us; 15 slices, 120 blocks, 11.0 us). Batches whose tiles fit
   // one such wave take it too (eighth session, v16c: batch 8 at 32x32 and 16x16, 11-27 %
   // faster a layer than the wgmma tiles of the batch rule below, in all three types).
-  constexpr int kMinSharedSliceSteps = 4, kMaxSharedSplit = 16;
+  //
+  // Where that wave needs two or more slices but the 32-row twin of the tile fills it
+  // unsplit, 16-bit types with at most 18 K steps (128 input channels) take the twin:
+  // twice the blocks of half the rows each do the same gathers per SM as the slices
+  // without their partials and reduction (fifteenth session, bench/NOTES.md v27, one
+  // H100, fp16 channels-last, batch 1: 128->64 at 64x64 9.5 -> 8.3 us, 128->128 at 64x64
+  // 11.6 -> 10.1 us). A probe that gathered half of each 64-row block's rows predicted it;
+  // with 36 K steps it predicted a loss (256->256 at 24x80: 15.5 unsplit against 15.3 us
+  // in two slices of 64 rows), the longer K loop costing what the split saved.
+  constexpr int kMinSharedSliceSteps = 4, kMaxSharedSplit = 16, kMaxHalfTileSteps = 18;
   auto shared_split = [&]() {
     if (!use_wgmma || shape.dg * shape.taps > kTableTaps) return Config{Tile::k32x64w8, 0};
     const Tile order[2] = {Tile::k64x128ws, Tile::k64x64ws};
+    const Tile halves[2] = {Tile::k32x128ws, Tile::k32x64ws};
     for (int i = shape.cout >= 128 ? 0 : 1; i < 2; ++i) {
       const long long wave = (long long)sms * tile_blocks_per_sm<T>(order[i], smem_per_sm);
       const long long t = tile_count(shape, order[i]);
@@ -2454,7 +2475,13 @@ inline Config choose_config(const Shape& shape, int sms, int smem_per_sm, bool w
       while (split < kMaxSharedSplit && t * (split + 1) <= wave &&
              (split == 0 || shape.k_steps / (split + 1) >= kMinSharedSliceSteps))
         ++split;
-      if (split > 0 && t * split * 10 >= 9LL * sms) return Config{order[i], (int)split};
+      if (split == 0 || t * split * 10 < 9LL * sms) continue;
+      if (split > 1 && !tf32x3 && shape.k_steps <= kMaxHalfTileSteps) {
+        const long long half_wave = (long long)sms * tile_blocks_per_sm<T>(halves[i], smem_per_sm);
+        const long long half_tiles = tile_count(shape, halves[i]);
+        if (half_tiles <= half_wave && half_tiles * 10 >= 9LL * sms) return Config{halves[i], 1};
+      }
+      return Config{order[i], (int)split};
     }
     return Config{Tile::k32x64w8, 0};
   };
