@@ -180,6 +180,9 @@ struct Shape {
   // The packed weights also hold the register-A kernel's image (kernel 2d): 16-bit types
   // on sm_90a builds, one deformable group of 64 (padded) channels, 3x3 kernel.
   bool ra_image;
+  // ... and the warp-specialised kernels' B image (kernel 2c, ws_image_index): sm_90a
+  // builds, shapes whose corner table fits one fill (dg * taps <= kTableTaps).
+  bool ws_image;
 };
 
 // The register-A kernel (kernel 2d) multiplies 64 channels a tap with the A operand in
@@ -222,18 +225,36 @@ inline Shape make_shape(const ConvGeometry& g) {
   s.counters_resident = false;
 #if defined(DCN_IGEMM_WGMMA)
   s.ra_image = !Traits<T>::kTf32x3 && s.dg == 1 && s.taps == 9 && s.kernel_w == 3 && s.c_pad == Traits<T>::kChunk;
+  s.ws_image = s.dg * s.taps <= kTableTaps;
 #else
   s.ra_image = false;
+  s.ws_image = false;
 #endif
   return s;
 }
 
 // Elements of the packed weights: [cout_pad][K] (fp32: big parts, then small parts), then
-// the register-A image where the shape has one ([cout_pad / 64][9 taps][64 rows][64]).
+// the register-A image where the shape has one ([cout_pad / 64][9 taps][64 rows][64]),
+// then the warp-specialised kernels' B image where it has one (ws_image_index).
 template <typename T>
 inline size_t packed_weight_elements(const Shape& s) {
-  return (Traits<T>::kTf32x3 ? 2 : 1) * (size_t)s.cout_pad * s.k_steps * Traits<T>::kChunk +
-         (s.ra_image ? (size_t)s.cout_pad * s.taps * Traits<T>::kChunk : 0);
+  const size_t main_part = (Traits<T>::kTf32x3 ? 2 : 1) * (size_t)s.cout_pad * s.k_steps * Traits<T>::kChunk;
+  return main_part + (s.ra_image ? (size_t)s.cout_pad * s.taps * Traits<T>::kChunk : 0) + (s.ws_image ? main_part : 0);
+}
+
+// The warp-specialised kernels' B image: for each part (fp32: big, small), 64 output
+// channels and packed K step (group and tap, then channel chunk), the 64 x 128-byte tile
+// as wgmma reads it from shared memory (16-byte chunk j of row r at j ^ (r % 8)), so
+// that a producer brings a step's weights with one bulk copy per 64 outputs instead of
+// every thread copying 16-byte pieces (fifteenth session, bench/NOTES.md v28).
+// Element index of channel c (within the chunk) of packed step ps, output channel co.
+template <typename T>
+__host__ __device__ inline size_t ws_image_index(const Shape& s, int part, int co, int ps, int c) {
+  constexpr int kChunk = Traits<T>::kChunk, kVec = Traits<T>::kVec;
+  const size_t main_part = (Traits<T>::kTf32x3 ? 2 : 1) * (size_t)s.cout_pad * s.k_steps * kChunk;
+  const size_t start = main_part + (s.ra_image ? (size_t)s.cout_pad * s.taps * kChunk : 0);
+  const size_t tile = ((size_t)part * (s.cout_pad / 64) + co / 64) * s.k_steps + ps;
+  return start + (tile * 64 + co % 64) * kChunk + (size_t)(((c / kVec) ^ (co % 8)) * kVec + c % kVec);
 }
 
 template <typename T>
@@ -487,12 +508,18 @@ __global__ void __launch_bounds__(256) prepare_kernel(PrepareParams<T> p) {
       const int g = s.dg == 1 ? 0 : q / s.taps, tap = q - g * s.taps;
       T v = from_float<T>(0.f);
       if (co < s.cout && cl < p.cpg) v = p.weight[(size_t)(co * p.channels + g * p.cpg + cl) * s.taps + tap];
+      const int ps = k / Traits<T>::kChunk, c = k - ps * Traits<T>::kChunk;
       if constexpr (Traits<T>::kTf32x3) {  // big parts, then the small parts cout_pad rows on
-        const float big = tf32_round(v);
+        const float big = tf32_round(v), small = tf32_round(v - big);
         p.weight_packed[(size_t)co * k_total + k] = big;
-        p.weight_packed[((size_t)s.cout_pad + co) * k_total + k] = tf32_round(v - big);
+        p.weight_packed[((size_t)s.cout_pad + co) * k_total + k] = small;
+        if (s.ws_image) {
+          p.weight_packed[ws_image_index<T>(s, 0, co, ps, c)] = big;
+          p.weight_packed[ws_image_index<T>(s, 1, co, ps, c)] = small;
+        }
       } else {
         p.weight_packed[(size_t)co * k_total + k] = v;
+        if (s.ws_image) p.weight_packed[ws_image_index<T>(s, 0, co, ps, c)] = v;
       }
     }
     if (s.ra_image) {  // row co % 64 of the tile's taps, 16-byte chunks swizzled as wgmma reads them
@@ -1685,7 +1712,7 @@ __global__ void __launch_bounds__(256, WgmmaMinBlocks<T, BM, BN>::value) igemm_w
 // has. Here the block's warpgroups take roles. Warpgroup 0 only multiplies: it waits for a
 // stage of the shared-memory ring to be full, runs wgmma on it and frees it. The other P
 // warpgroups (producers) each fill whole stages, taking the steps P apart: a producer
-// waits for its stage to be free, copies the step's weights (cp.async), gathers and blends
+// waits for its stage to be free, copies the step's weights (a bulk copy), gathers and blends
 // the step's A tile, and signals the stage full on an mbarrier. P steps are gathered at
 // once, each producer at its own point of the chain, and no barrier joins them.
 //
@@ -1774,7 +1801,7 @@ __global__ void __launch_bounds__(WsShape<T, BM, BN, P>::kThreads, 1) igemm_ws_k
   const int steps = DCN_IGEMM_PROBE >= 2 ? 0 : k_end - k_begin;
   if (tid == 0) {
     for (int i = 0; i < S; ++i) {
-      mbarrier_init(&full[i], 4);   // the four warps of one producer warpgroup
+      mbarrier_init(&full[i], 5);   // the four warps of one producer warpgroup, and its weight copy
       mbarrier_init(&empty[i], 4);  // the four consumer warps
     }
   }
@@ -1824,8 +1851,6 @@ __global__ void __launch_bounds__(WsShape<T, BM, BN, P>::kThreads, 1) igemm_ws_k
     const int group = role - 1, t = tid % 128;
     const int lane8 = t % kLanesPerPixel, pixel0 = t / kLanesPerPixel;
     const int element = lane8 * Traits<T>::kVec;
-    const size_t k_total = (size_t)s.k_steps * K::kChunk;
-    const T* b_src = p.weight_packed + (size_t)(n0 + pixel0) * k_total + element;
     auto step_of = [&](int i, int& q, int& chunk) {  // (group and tap, channel chunk) of step i
       const int ks = k_begin + i;
       if (chunk_major) {
@@ -1848,17 +1873,29 @@ __global__ void __launch_bounds__(WsShape<T, BM, BN, P>::kThreads, 1) igemm_ws_k
       }
     };
     static_assert(P < S, "a producer's steps are fewer than a ring apart");
+    // The step's weights: one bulk copy of the B image (ws_image_index) per part and 64
+    // outputs, by one thread, completing on the stage's full barrier (its fifth arrival
+    // announces the bytes), so no producer waits for them.
     auto copy_weights = [&](Ring at, int q_i, int chunk_i) {
       mbarrier_wait(&empty[at.stage], at.phase ^ 1u);
-      char* b_tile = smem + at.stage * K::kStageBytes + K::kParts * K::kAPart;
-      const T* src = b_src + (size_t)(q_i * cpq + chunk_i) * K::kChunk;  // packed K order: tap-major
+      if (t == 0) {
+        char* b_tile = smem + at.stage * K::kStageBytes + K::kParts * K::kAPart;
+        const int ps = q_i * cpq + chunk_i;  // packed K order: tap-major
+        constexpr int kCopyBytes = 64 * kSwizzleRow;
+        const uint32_t bar = smem_address(&full[at.stage]);
+        asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar),
+                     "r"(K::kParts * K::kBPart)
+                     : "memory");
 #pragma unroll
-      for (int part = 0; part < K::kParts; ++part)
+        for (int part = 0; part < K::kParts; ++part)
 #pragma unroll
-        for (int j = 0; j < K::BPT; ++j)
-          cp_async16(b_tile + part * K::kBPart + swizzled(pixel0 + j * K::kPixelsPerPass, lane8),
-                     src + part * (size_t)s.cout_pad * k_total + (size_t)j * K::kPixelsPerPass * k_total);
-      cp_async_commit();
+          for (int h = 0; h < BN / 64; ++h)
+            asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
+                             smem_address(b_tile + part * K::kBPart + h * kCopyBytes)),
+                         "l"(p.weight_packed + ws_image_index<T>(s, part, n0 + 64 * h, ps, 0)), "r"(kCopyBytes),
+                         "r"(bar)
+                         : "memory");
+      }
     };
     // A producer starts its next step's weight copy before it signals this step, so that
     // the copy's round trip leaves its chain. That waits for the next step's stage before
@@ -1897,12 +1934,7 @@ __global__ void __launch_bounds__(WsShape<T, BM, BN, P>::kThreads, 1) igemm_ws_k
         }
         if (next < steps) gather4<T>(table.where + 2 * ((q_next - q_lo) * BM + pl), chunk_next * K::kChunk + element, v[j]);
       }
-      if (kEarlyWeights && next < steps) {
-        copy_weights(at_next, q_next, chunk_next);
-        cp_async_wait_pending<1>();  // this step's weights; the next step's may still fly
-      } else {
-        cp_async_wait_all();
-      }
+      if (kEarlyWeights && next < steps) copy_weights(at_next, q_next, chunk_next);
       // Each thread's tile stores are made visible to the tensor cores' async proxy, then
       // its warp signals (release): the consumer's wait acquires all four warps' stores.
       asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
@@ -2278,7 +2310,7 @@ template <typename T>
 inline bool valid_config(const Shape& s, const Config& c) {
   if (c.split_k < 1 || c.split_k > s.k_steps) return false;
   if ((int)c.tile < 0 || (int)c.tile >= kTileCount) return false;
-  if (is_ws_tile(c.tile) && s.dg * s.taps > kTableTaps) return false;  // one corner-table fill per block
+  if (is_ws_tile(c.tile) && !s.ws_image) return false;  // one corner-table fill per block, and the B image
   if (is_ra_tile(c.tile) && (!s.ra_image || c.split_k != 1)) return false;  // 64 channels, 3x3, whole K
   // The packed weights end at cout_pad output channels: a wider tile (64x256) would read
   // past them.
