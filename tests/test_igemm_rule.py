@@ -31,6 +31,7 @@ BATCHES = (1, 3, 8)
 
 PROGRAM = r"""
 #include <cstdio>
+#include <vector>
 #include "dcn_ext/csrc/kernels/modulated_deform_conv_igemm.cuh"
 
 template <typename T>
@@ -53,7 +54,42 @@ void report(const char* dtype, int batch, int cin, int cout, int h, int w) {
               dcn::igemm::workspace_bytes_for<T>(g, c), dcn::igemm::workspace_bytes_for<T>(lean, c));
 }
 
+// The warp-specialised kernels' B image (ws_image_index): where each packed weight lands.
+template <typename T>
+void ws_image(const char* dtype, int cin, int cout) {
+  dcn::ConvGeometry g{1, cin, 8, 8, cout, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 8, 8};
+  const auto s = dcn::igemm::make_shape<T>(g);
+  if (!s.ws_image) {
+    std::printf("ws_image %s %d %d none\n", dtype, cin, cout);
+    return;
+  }
+  constexpr int kChunk = dcn::igemm::Traits<T>::kChunk, kVec = dcn::igemm::Traits<T>::kVec;
+  const int parts = dcn::igemm::Traits<T>::kTf32x3 ? 2 : 1;
+  const size_t image = (size_t)parts * s.cout_pad * s.k_steps * kChunk;
+  const size_t total = dcn::igemm::packed_weight_elements<T>(s), start = total - image;
+  std::vector<char> seen(image, 0);
+  bool inside = true, distinct = true, rows = true, swizzle = true;
+  for (int part = 0; part < parts; ++part)
+    for (int co = 0; co < s.cout_pad; ++co)
+      for (int ps = 0; ps < s.k_steps; ++ps)
+        for (int c = 0; c < kChunk; ++c) {
+          const size_t i = dcn::igemm::ws_image_index<T>(s, part, co, ps, c);
+          if (i < start || i >= total) { inside = false; continue; }
+          distinct = distinct && !seen[i - start];
+          seen[i - start] = 1;
+          // a bulk copy takes 64 rows from the tile's first element on
+          const size_t tile = dcn::igemm::ws_image_index<T>(s, part, co / 64 * 64, ps, 0);
+          rows = rows && i >= tile && (i - tile) / kChunk == (size_t)(co % 64);
+          swizzle = swizzle && (int)((i - tile) % kChunk) == ((c / kVec) ^ (co % 8)) * kVec + c % kVec;
+        }
+  std::printf("ws_image %s %d %d inside=%d distinct=%d rows=%d swizzle=%d\n", dtype, cin, cout, inside, distinct,
+              rows, swizzle);
+}
+
 int main() {
+  ws_image<__half>("fp16", 64, 70);
+  ws_image<__half>("fp16", 200, 130);
+  ws_image<float>("fp32", 72, 64);
   std::printf("ra_channel");
   for (int k = 0; k < 64; ++k) std::printf(" %d", dcn::igemm::ra_channel(k));
   std::printf("\n");
@@ -84,6 +120,7 @@ class Picks(dict):
     tile_64x256: output channels -> whether a 64x256wg launch is valid (fp16, wgmma builds)."""
     ra_channel: list
     tile_64x256: dict
+    ws_image: dict
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["mma", "wgmma"])
@@ -110,7 +147,12 @@ def choices(tmp_path_factory, request):
     assert run.returncode == 0, run.stderr
     rows = Picks()
     rows.tile_64x256 = {}
+    rows.ws_image = {}
     for line in run.stdout.splitlines():
+        if line.startswith("ws_image "):
+            _, dtype, cin, cout, *checks = line.split()
+            rows.ws_image[(dtype, int(cin), int(cout))] = checks
+            continue
         if line.startswith("ra_channel "):
             rows.ra_channel = [int(v) for v in line.split()[1:]]
             continue
@@ -325,6 +367,17 @@ def test_warp_specialised_slices_that_share_the_reduction_split_deeper(choices):
                  for shape in ((256, 128, 32, 32), (256, 64, 32, 32), (512, 256, 16, 16))}
         assert picks == {(256, 128, 32, 32): (k64x128ws, 8), (256, 64, 32, 32): (k64x64ws, 8),
                          (512, 256, 16, 16): (k64x128ws, 16)}, dtype
+
+
+def test_the_warp_specialised_b_image_holds_each_weight_once_where_a_bulk_copy_expects_it(choices):
+    """Fifteenth session (bench/NOTES.md v28): a producer copies a K step's weights for 64
+    outputs as one bulk copy of 64 rows of 128 bytes, already in wgmma's 128-byte swizzle
+    (16-byte chunk j of row r at j ^ (r % 8)). Every packed weight (fp32: both parts) must
+    land once, inside the packed buffer, in its row of its tile, at its swizzled chunk.
+    Builds without wgmma pack no such image."""
+    wgmma, rows = choices
+    expected = ["inside=1", "distinct=1", "rows=1", "swizzle=1"] if wgmma else ["none"]
+    assert rows.ws_image == {key: expected for key in (("fp16", 64, 70), ("fp16", 200, 130), ("fp32", 72, 64))}
 
 
 def test_channels_last_input_and_packed_weights_shrink_the_workspace(choices):
