@@ -297,7 +297,7 @@ def test_the_warp_specialised_tiles_where_one_wave_holds_them(choices):
     256->64 at 32x32 19.6 against 26.9 us, 512->256 at 16x16 24.7 against 30.4 us; bf16 and
     fp32 alike)."""
     _, rows = choices
-    k64x64wg, k128x64wg, k64x64ws, k64x128ws = 9, 10, 14, 15  # dcn::igemm::Tile
+    k64x64wg, k128x64wg, k64x64ws, k64x128ws, k32x64ws, k32x128ws = 9, 10, 14, 15, 17, 18  # dcn::igemm::Tile
     for dtype in ("fp16", "bf16", "fp32"):
         assert rows[(dtype, 1, 128, 64, 48, 160)]["tile"] == k64x64ws, dtype
         assert rows[(dtype, 1, 256, 256, 24, 80)]["tile"] == k64x128ws, dtype
@@ -308,7 +308,7 @@ def test_the_warp_specialised_tiles_where_one_wave_holds_them(choices):
         assert picks == {(256, 64, 32, 32): (k64x64ws, 1), (256, 128, 32, 32): (k64x128ws, 1),
                          (512, 256, 16, 16): (k64x128ws, 2)}, dtype
     for (dtype, batch, *shape), row in rows.items():  # batches may run several waves of them
-        if row["tile"] in (k64x64ws, k64x128ws, 17, 18) and batch == 1:  # 17, 18: the 32-row twins
+        if row["tile"] in (k64x64ws, k64x128ws, k32x64ws, k32x128ws) and batch == 1:
             assert row["blocks"] <= row["wave"] == SMS and row["blocks"] * 10 >= 9 * SMS, (dtype, shape, row)
 
 

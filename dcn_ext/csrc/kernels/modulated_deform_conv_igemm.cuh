@@ -233,13 +233,22 @@ inline Shape make_shape(const ConvGeometry& g) {
   return s;
 }
 
-// Elements of the packed weights: [cout_pad][K] (fp32: big parts, then small parts), then
-// the register-A image where the shape has one ([cout_pad / 64][9 taps][64 rows][64]),
-// then the warp-specialised kernels' B image where it has one (ws_image_index).
+// The packed weights' [cout_pad][K] rows (fp32: big parts, then small parts).
+template <typename T>
+__host__ __device__ inline size_t packed_row_elements(const Shape& s) {
+  return (Traits<T>::kTf32x3 ? 2 : 1) * (size_t)s.cout_pad * s.k_steps * Traits<T>::kChunk;
+}
+// Where the B image starts: after the rows and the register-A image, if any.
+template <typename T>
+__host__ __device__ inline size_t ws_image_start(const Shape& s) {
+  return packed_row_elements<T>(s) + (s.ra_image ? (size_t)s.cout_pad * s.taps * Traits<T>::kChunk : 0);
+}
+// Elements of the packed weights: the rows, then the register-A image where the shape has
+// one ([cout_pad / 64][9 taps][64 rows][64]), then the warp-specialised kernels' B image
+// where it has one (the rows again, in ws_image_index's order).
 template <typename T>
 inline size_t packed_weight_elements(const Shape& s) {
-  const size_t main_part = (Traits<T>::kTf32x3 ? 2 : 1) * (size_t)s.cout_pad * s.k_steps * Traits<T>::kChunk;
-  return main_part + (s.ra_image ? (size_t)s.cout_pad * s.taps * Traits<T>::kChunk : 0) + (s.ws_image ? main_part : 0);
+  return ws_image_start<T>(s) + (s.ws_image ? packed_row_elements<T>(s) : 0);
 }
 
 // The warp-specialised kernels' B image: for each part (fp32: big, small), 64 output
@@ -251,10 +260,8 @@ inline size_t packed_weight_elements(const Shape& s) {
 template <typename T>
 __host__ __device__ inline size_t ws_image_index(const Shape& s, int part, int co, int ps, int c) {
   constexpr int kChunk = Traits<T>::kChunk, kVec = Traits<T>::kVec;
-  const size_t main_part = (Traits<T>::kTf32x3 ? 2 : 1) * (size_t)s.cout_pad * s.k_steps * kChunk;
-  const size_t start = main_part + (s.ra_image ? (size_t)s.cout_pad * s.taps * kChunk : 0);
   const size_t tile = ((size_t)part * (s.cout_pad / 64) + co / 64) * s.k_steps + ps;
-  return start + (tile * 64 + co % 64) * kChunk + (size_t)(((c / kVec) ^ (co % 8)) * kVec + c % kVec);
+  return ws_image_start<T>(s) + (tile * 64 + co % 64) * kChunk + (size_t)(((c / kVec) ^ (co % 8)) * kVec + c % kVec);
 }
 
 template <typename T>
