@@ -79,13 +79,14 @@ enum class Tile : int {
   k32x64 = 0, k64x64 = 1, k64x128 = 2, k32x128 = 3,
   k32x64w8 = 4, k64x64w8 = 5, k64x128w8 = 6, k128x64w8 = 7, k128x128w8 = 8,
   k64x64wg = 9, k128x64wg = 10, k64x128wg = 11, k128x128wg = 12, k64x256wg = 13,
-  k64x64ws = 14, k64x128ws = 15, k128x64ra = 16, k32x64ws = 17, k32x128ws = 18,
+  k64x64ws = 14, k64x128ws = 15, k128x64ra = 16, k32x64ws = 17, k32x128ws = 18, k128x64ws = 19,
 };
-constexpr int kTileCount = 19;
+constexpr int kTileCount = 20;
 inline bool is_wgmma_tile(Tile t) { return (int)t >= (int)Tile::k64x64wg; }
 // The warp-specialised wgmma tiles: one corner-table fill per block.
 inline bool is_ws_tile(Tile t) {
-  return t == Tile::k64x64ws || t == Tile::k64x128ws || t == Tile::k32x64ws || t == Tile::k32x128ws;
+  return t == Tile::k64x64ws || t == Tile::k64x128ws || t == Tile::k32x64ws || t == Tile::k32x128ws ||
+         t == Tile::k128x64ws;
 }
 // The register-A wgmma tile (kernel 2d): 64-channel 3x3 layers, 16-bit types, no split.
 inline bool is_ra_tile(Tile t) { return t == Tile::k128x64ra; }
@@ -110,7 +111,7 @@ inline TileShape tile_shape(Tile t) {
                                              {64, 64, 256},  {128, 64, 256}, {64, 128, 256},
                                              {128, 128, 256}, {64, 256, 256}, {64, 64, 512},
                                              {64, 128, 512}, {128, 64, 256}, {32, 64, 512},
-                                             {32, 128, 512}};
+                                             {32, 128, 512}, {128, 64, 384}};
   return kShapes[(int)t];
 }
 inline int tile_m(Tile t) { return tile_shape(t).m; }
@@ -831,13 +832,19 @@ __device__ __forceinline__ void split_k_shared(const GemmParams<T>& p, const flo
   const int tid = threadIdx.x, split_k = p.split_k;
   int* const counter = p.counters + blockIdx.x;
   float* const partials = p.partials + (size_t)blockIdx.x * split_k * BM * BN;
-  if (tid < 2 * BM) {  // the consumer's accumulators (its real rows), in igemm_wgmma_kernel's layout
+  // The consumer's accumulators (its real rows), in igemm_wgmma_kernel's layout: BN / 2 a
+  // thread per m64 product, rows 64 apart (BM 128 runs two).
+  constexpr int kPerM = BN / 2;
+  if (tid < (BM < 64 ? 2 * BM : 128)) {
     const int warp = tid / 32, lane = tid % 32;
     // The thread's first pair; the others sit at compile-time offsets from it.
     float* const mine = partials + (size_t)split * BM * BN + (warp * 16 + lane / 4) * BN + 2 * (lane % 4);
 #pragma unroll
-    for (int i = 0; i < kAcc; i += 2)
-      __stcg(reinterpret_cast<float2*>(mine + 8 * ((i / 2) % 2) * BN + 8 * (i / 4)), make_float2(acc[i], acc[i + 1]));
+    for (int i = 0; i < kAcc; i += 2) {
+      const int mt = i / kPerM, j = i % kPerM;
+      __stcg(reinterpret_cast<float2*>(mine + (64 * mt + 8 * ((j / 2) % 2)) * BN + 8 * (j / 4)),
+             make_float2(acc[i], acc[i + 1]));
+    }
   }
   if (tid < BN) bias_tile[tid] = bias;
   // As in split_k_reduce: the barrier orders the block's stores before thread 0's release,
@@ -1428,12 +1435,15 @@ __global__ void __launch_bounds__(THREADS, MinBlocks<T, BM, BN, THREADS>::value)
   X(k64x256wg, 64, 256)
 // Warp-specialised tiles (kernel 2c): NAME, BM, BN, producer warpgroups. Three producers:
 // two were slower in 24 of 28 (shape, tile) pairs of the 14 DLA-34 shapes at batch 1, each
-// at its best split (fp16, sixth-session sweep).
+// at its best split (fp16, sixth-session sweep). The 128-row tile has two: its producers
+// hold eight pixels' corners each (168 registers a thread, no spills; three producers would
+// have 128).
 #define DCN_IGEMM_WS_TILES(X) \
   X(k64x64ws, 64, 64, 3)      \
   X(k64x128ws, 64, 128, 3)    \
   X(k32x64ws, 32, 64, 3)      \
-  X(k32x128ws, 32, 128, 3)
+  X(k32x128ws, 32, 128, 3)    \
+  X(k128x64ws, 128, 64, 2)
 #else
 #define DCN_IGEMM_WGMMA_TILES(X)
 #define DCN_IGEMM_WS_TILES(X)
@@ -1729,12 +1739,15 @@ __global__ void __launch_bounds__(256, WgmmaMinBlocks<T, BM, BN>::value) igemm_w
 // epilogue are theirs, run by the whole block with the consumer's accumulators; same
 // products in the same order, so the same bits as the other wgmma tiles at the same split.
 // Blocks of 32 rows (k32x64ws, k32x128ws) let a layer with 64 tiles of 64 rows fill the
-// SMs without splitting K (choose_config).
+// SMs without splitting K (choose_config). Blocks of 128 rows (k128x64ws, fp32 only) run
+// two m64 products a step on one B tile, with two producer warpgroups.
 template <typename T, int BM, int BN, int P>
 struct WsShape {
   static constexpr int kProducers = P;                // producer warpgroups
   static constexpr int kThreads = 128 * (1 + P);
-  static constexpr int kAcc = BN / 2;                 // the consumer's accumulators per thread
+  // BM 128: the consumer runs two m64 products a step (rows 0-63, 64-127) on one B tile.
+  static constexpr int kMTiles = BM == 128 ? 2 : 1;
+  static constexpr int kAcc = kMTiles * BN / 2;       // the consumer's accumulators per thread
   static constexpr int kChunk = Traits<T>::kChunk;
   static constexpr int kParts = Traits<T>::kTf32x3 ? 2 : 1;
   static constexpr int kPixelsPerPass = 128 / kLanesPerPixel;  // a producer warpgroup's pixels per pass
@@ -1751,8 +1764,11 @@ struct WsShape {
   // BM 32: the consumer's m64 products read 32 more rows past the A tile (the stage's next
   // part, always in bounds); their results land in consumer warps 2 and 3, which store
   // nothing (kHolders).
-  static_assert(BM == 64 || BM == 32, "one consumer warpgroup: 64 pixels, or 32");
-  static constexpr int kHolders = 2 * BM;             // consumer threads whose rows are real
+  static_assert(BM == 128 || BM == 64 || BM == 32, "one consumer warpgroup: 128 pixels, 64 or 32");
+  static constexpr int kHolders = BM == 32 ? 64 : 128;  // consumer threads whose rows are real
+  // The 128-row tile is built for fp32 only: in 16-bit types it lost to the register-A and
+  // wgmma tiles on every layer (sixteenth session, bench/NOTES.md v29).
+  static constexpr bool kBuilt = BM != 128 || Traits<T>::kTf32x3;
   static_assert(BN == 64 || BN == 128, "wgmma N");
   static_assert(kStages >= 2, "ring");
   static_assert(BN * (BM + 8) * (int)sizeof(T) <= kStages * kStageBytes &&
@@ -1838,7 +1854,10 @@ __global__ void __launch_bounds__(WsShape<T, BM, BN, P>::kThreads, 1) igemm_ws_k
 #pragma unroll
       for (int r = 0; r < K::kAcc; ++r) asm volatile("" : "+f"(acc[r])::"memory");
       asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
-      wgmma_k_step<T, BN, K::kParts, K::kAPart, K::kBPart>(acc, desc_a + offset, desc_b + offset);
+#pragma unroll
+      for (int mt = 0; mt < K::kMTiles; ++mt)  // rows 64 mt .. 64 mt + 63: 64 swizzled rows further
+        wgmma_k_step<T, BN, K::kParts, K::kAPart, K::kBPart>(acc + mt * (BN / 2), desc_a + offset + mt * (64 * kSwizzleRow / 16),
+                                                             desc_b + offset);
       asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
       asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
       if (i > 0 && lane == 0) mbarrier_arrive(&empty[previous]);
@@ -1963,9 +1982,12 @@ __global__ void __launch_bounds__(WsShape<T, BM, BN, P>::kThreads, 1) igemm_ws_k
   const int warp = tid / 32;
   store_tile<T, BM, BN, K::kThreads>(p, smem, tile_m_idx, n0, bias, [&](auto&& put) {
     if (tid < K::kHolders) {  // the consumer's accumulators, in igemm_wgmma_kernel's layout
+      constexpr int kPerM = BN / 2;  // per m64 product, rows 64 apart
 #pragma unroll
-      for (int i = 0; i < K::kAcc; i += 2)
-        put(warp * 16 + lane / 4 + 8 * ((i / 2) % 2), 8 * (i / 4) + 2 * (lane % 4), acc[i], acc[i + 1]);
+      for (int i = 0; i < K::kAcc; i += 2) {
+        const int mt = i / kPerM, j = i % kPerM;
+        put(64 * mt + warp * 16 + lane / 4 + 8 * ((j / 2) % 2), 8 * (j / 4) + 2 * (lane % 4), acc[i], acc[i + 1]);
+      }
     }
   });
 #elif defined(__CUDA_ARCH__)
@@ -2318,6 +2340,7 @@ inline bool valid_config(const Shape& s, const Config& c) {
   if (c.split_k < 1 || c.split_k > s.k_steps) return false;
   if ((int)c.tile < 0 || (int)c.tile >= kTileCount) return false;
   if (is_ws_tile(c.tile) && !s.ws_image) return false;  // one corner-table fill per block, and the B image
+  if (c.tile == Tile::k128x64ws && !Traits<T>::kTf32x3) return false;  // built for fp32 only (WsShape::kBuilt)
   if (is_ra_tile(c.tile) && (!s.ra_image || c.split_k != 1)) return false;  // 64 channels, 3x3, whole K
   // The packed weights end at cout_pad output channels: a wider tile (64x256) would read
   // past them.
@@ -2444,7 +2467,14 @@ inline Config choose_config(const Shape& shape, int sms, int smem_per_sm, bool w
   // fp32 (3xTF32, whose 64x128 tile runs without spills since v13b) takes 64x128 for 128
   // outputs too: at batch 8 it beat 64x64 by 17-27 % on all four 128-output layers.
   const bool tf32x3 = Traits<T>::kTf32x3;
+  // fp32 with at most 64 outputs: the 128-row warp-specialised tile where 128-row tiles fill
+  // one wave or take several (sixteenth session, bench/NOTES.md v29, one H100, against the
+  // rule's 128x64wg: 64->64 at 128x128 batch 1 31.7 -> 25.9 us channels-last, at 96x320
+  // 60.7 -> 50.7 us; NCHW 33.6 -> 28.3 and 64.8 -> 55.5 us).
+  const bool ws128 = use_wgmma && tf32x3 && shape.cout <= 64 && valid_config<T>(shape, Config{Tile::k128x64ws, 1}) &&
+                     fits(Tile::k128x64ws);
   auto several_waves = [&](int split) {
+    if (ws128) return Config{Tile::k128x64ws, split};
     const Tile narrow = use_wgmma ? Tile::k128x64wg : Tile::k128x64w8;
     const Tile wide_tile = use_wgmma ? Tile::k64x128wg : Tile::k64x128w8;
     if ((wide || (tf32x3 && shape.cout >= 128)) && fits(wide_tile)) return Config{wide_tile, split};
@@ -2460,8 +2490,9 @@ inline Config choose_config(const Shape& shape, int sms, int smem_per_sm, bool w
   // K steps (at most 8 slices), wins.
   constexpr int kMinSliceSteps = 9, kMaxBigSplit = 8;
   auto one_per_sm = [&](long long lo, long long hi) {
-    Tile order[4];
+    Tile order[5];
     int n = 0;
+    if (ws128) order[n++] = Tile::k128x64ws;
     if (use_wgmma) {
       if (shape.cout >= 128) order[n++] = Tile::k64x128wg;
       order[n++] = Tile::k64x64wg;
@@ -2580,8 +2611,11 @@ inline Config choose_config(const Shape& shape, int sms, int smem_per_sm, bool w
     constexpr Step kSteps16[] = {{Tile::k64x64wg, 100}, {Tile::k128x64wg, 175}, {Tile::k64x128wg, 117},
                                  {Tile::k128x128wg, 120}, {Tile::k64x256wg, 90}, {Tile::k64x64ws, 44},
                                  {Tile::k64x128ws, 47}};
+    // k128x64ws (fp32 only): fitted to its batch-8 runs on the 64->64 layers (sixteenth
+    // session, v29: 128x128 209 against 224 us for 64x64ws, 96x320 394 against 406 us).
     constexpr Step kSteps32[] = {{Tile::k64x64wg, 100}, {Tile::k128x64wg, 160}, {Tile::k64x128wg, 122},
-                                 {Tile::k128x128wg, 180}, {Tile::k64x64ws, 68}, {Tile::k64x128ws, 89}};
+                                 {Tile::k128x128wg, 180}, {Tile::k64x64ws, 68}, {Tile::k64x128ws, 89},
+                                 {Tile::k128x64ws, 128}};
     constexpr long long kBlockSteps = 16;
     auto cheapest = [&](const auto& table) {
       for (const Step& candidate : table) {
@@ -2815,7 +2849,7 @@ inline cudaError_t launch_with(const ForwardArgs<T>& args, void* workspace, cuda
     return cudaErrorInvalidValue;
 #define DCN_IGEMM_WS_TILE(NAME, BM, BN, P)                                                             \
   case Tile::NAME:                                                                                     \
-    if constexpr (wgmma_built<T>()) {                                                                  \
+    if constexpr (wgmma_built<T>() && WsShape<T, BM, BN, P>::kBuilt) {                                \
       return launch_dynamic<T>(igemm_ws_kernel<T, BM, BN, P>, grid, WsShape<T, BM, BN, P>::kThreads,    \
                                WsShape<T, BM, BN, P>::kSmem, stream, gp, prepare, true);               \
     }                                                                                                  \
