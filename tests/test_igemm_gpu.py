@@ -44,6 +44,11 @@ CASES = [  # batch, cin, cout, h, w, kernel, stride, pad, deformable groups
     # the 128-row warp-specialised tile (fp32; bench/NOTES.md v29): 40 input channels padded
     # to 64, 56 outputs (a partial N tile), 120 tiles of 128 pixels cut by the image's edge
     (1, 40, 56, 125, 117, 3, 1, 1, 1),
+    # the 32-row tile in four K slices of 18 steps sharing the reduction (16-bit types; v31):
+    # 136 outputs (the second N tile partial), patches cut by the image's edge
+    (1, 512, 136, 11, 37, 3, 1, 1, 1),
+    # ... and unsplit over two waves in a batch (v32; DLA-34's 512->256 at 12x40, batch 8)
+    (8, 512, 256, 12, 40, 3, 1, 1, 1),
 ]
 LIMITS = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-3}
 
@@ -117,7 +122,9 @@ CHANNELS_LAST_CASES = [(2, 64, 64, 20, 28, 1), (1, 512, 256, 16, 16, 1), (1, 72,
                        # the 32-row warp-specialised tiles (16-bit types)
                        (1, 128, 64, 64, 64, 1), (1, 128, 128, 64, 64, 1), (1, 100, 40, 60, 61, 1),
                        # the 128-row warp-specialised tile (fp32): a partial N tile, edge-cut patches
-                       (1, 64, 48, 125, 117, 1)]
+                       (1, 64, 48, 125, 117, 1),
+                       # the 32-row tile in K slices (16-bit types)
+                       (1, 512, 136, 11, 37, 1)]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)

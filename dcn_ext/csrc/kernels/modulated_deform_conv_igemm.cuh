@@ -2530,9 +2530,11 @@ inline Config choose_config(const Shape& shape, int sms, int smem_per_sm, bool w
   // twice the blocks of half the rows each do the same gathers per SM as the slices
   // without their partials and reduction (fifteenth session, bench/NOTES.md v27, one
   // H100, fp16 channels-last, batch 1: 128->64 at 64x64 9.5 -> 8.3 us, 128->128 at 64x64
-  // 11.6 -> 10.1 us). A probe that gathered half of each 64-row block's rows predicted it;
-  // with 36 K steps it predicted a loss (256->256 at 24x80: 15.5 unsplit against 15.3 us
-  // in two slices of 64 rows), the longer K loop costing what the split saved.
+  // 11.6 -> 10.1 us). One image with more K steps takes the twin too where it fills the
+  // wave in slices of at least 18 steps (sixteenth session, v31, one H100, batch 1, fp16
+  // channels-last / NCHW: 256->256 at 24x80 14.7 -> 13.8 / 18.2 -> 16.5 us unsplit,
+  // 512->256 at 12x40 12.0 -> 11.3 / 14.3 -> 13.3 us in 4 slices); with shorter slices the
+  // twin lost (256->64 at 32x32, 4 slices of 9 steps: 7.4 -> 7.9 us).
   constexpr int kMinSharedSliceSteps = 4, kMaxSharedSplit = 16, kMaxHalfTileSteps = 18;
   auto shared_split = [&]() {
     if (!use_wgmma || shape.dg * shape.taps > kTableTaps) return Config{Tile::k32x64w8, 0};
@@ -2546,10 +2548,14 @@ inline Config choose_config(const Shape& shape, int sms, int smem_per_sm, bool w
              (split == 0 || shape.k_steps / (split + 1) >= kMinSharedSliceSteps))
         ++split;
       if (split == 0 || t * split * 10 < 9LL * sms) continue;
-      if (split > 1 && !tf32x3 && shape.k_steps <= kMaxHalfTileSteps) {
+      if (split > 1 && !tf32x3 && (shape.k_steps <= kMaxHalfTileSteps || shape.batch == 1)) {
         const long long half_wave = (long long)sms * tile_blocks_per_sm<T>(halves[i], smem_per_sm);
         const long long half_tiles = tile_count(shape, halves[i]);
-        if (half_tiles <= half_wave && half_tiles * 10 >= 9LL * sms) return Config{halves[i], 1};
+        long long half_split = 0;  // the twin's fullest one-wave split in slices of kMaxHalfTileSteps
+        while (half_tiles * (half_split + 1) <= half_wave &&
+               (half_split == 0 || shape.k_steps / (half_split + 1) >= kMaxHalfTileSteps))
+          ++half_split;
+        if (half_split > 0 && half_tiles * half_split * 10 >= 9LL * sms) return Config{halves[i], (int)half_split};
       }
       return Config{order[i], (int)split};
     }
@@ -2608,9 +2614,13 @@ inline Config choose_config(const Shape& shape, int sms, int smem_per_sm, bool w
       Tile tile;
       long long step;
     };
+    // k32x128ws: fitted to its batch-8 run on 512->256 at 12x40 (sixteenth session, v32,
+    // one H100: 46.0 against 55.9 us for 64x256wg in 3 slices, fp16; bf16 53.9 against
+    // 64.6); in the model it wins nowhere else at DLA-34's shapes, as measured (256->256 at
+    // 32x32 51.5 against 34.2 us, 128->128 at 64x64 62.7 against 42.5).
     constexpr Step kSteps16[] = {{Tile::k64x64wg, 100}, {Tile::k128x64wg, 175}, {Tile::k64x128wg, 117},
                                  {Tile::k128x128wg, 120}, {Tile::k64x256wg, 90}, {Tile::k64x64ws, 44},
-                                 {Tile::k64x128ws, 47}};
+                                 {Tile::k64x128ws, 47}, {Tile::k32x128ws, 34}};
     // k128x64ws (fp32 only): fitted to its batch-8 runs on the 64->64 layers (sixteenth
     // session, v29: 128x128 209 against 224 us for 64x64ws, 96x320 394 against 406 us).
     constexpr Step kSteps32[] = {{Tile::k64x64wg, 100}, {Tile::k128x64wg, 160}, {Tile::k64x128wg, 122},
@@ -2621,6 +2631,7 @@ inline Config choose_config(const Shape& shape, int sms, int smem_per_sm, bool w
       for (const Step& candidate : table) {
         const long long wave = (long long)sms * tile_blocks_per_sm<T>(candidate.tile, smem_per_sm);
         if (wave == 0 || !valid_config<T>(shape, Config{candidate.tile, 1})) continue;
+        if (candidate.tile == Tile::k128x64ws && !ws128) continue;  // measured on 64 outputs only
         for (long long split = 1; split <= cap; ++split) {
           const long long waves = (tile_count(shape, candidate.tile) * split + wave - 1) / wave;
           const long long cost = waves * ((shape.k_steps + split - 1) / split + kBlockSteps) * candidate.step;
