@@ -825,17 +825,18 @@ __device__ __forceinline__ bool split_k_reduce(float (&acc)[kAcc], float* partia
 //
 // The counter goes to split_k on arrival and to 2 split_k as slices leave; the slice that
 // leaves last, after every slice has seen the full count, zeroes it for the next launch.
-template <typename T, int BM, int BN, int kAcc>
+template <typename T, int BM, int BN, int kHolders, int kAcc>
 __device__ __forceinline__ void split_k_shared(const GemmParams<T>& p, const float (&acc)[kAcc], float bias,
                                                int tile_m_idx, int n0, int split) {
   __shared__ float bias_tile[BN];
   const int tid = threadIdx.x, split_k = p.split_k;
   int* const counter = p.counters + blockIdx.x;
   float* const partials = p.partials + (size_t)blockIdx.x * split_k * BM * BN;
-  // The consumer's accumulators (its real rows), in igemm_wgmma_kernel's layout: BN / 2 a
-  // thread per m64 product, rows 64 apart (BM 128 runs two).
+  // The consumer's accumulators (its kHolders threads with real rows), in
+  // igemm_wgmma_kernel's layout: BN / 2 a thread per m64 product, rows 64 apart (BM 128
+  // runs two).
   constexpr int kPerM = BN / 2;
-  if (tid < (BM < 64 ? 2 * BM : 128)) {
+  if (tid < kHolders) {
     const int warp = tid / 32, lane = tid % 32;
     // The thread's first pair; the others sit at compile-time offsets from it.
     float* const mine = partials + (size_t)split * BM * BN + (warp * 16 + lane / 4) * BN + 2 * (lane % 4);
@@ -1974,7 +1975,7 @@ __global__ void __launch_bounds__(WsShape<T, BM, BN, P>::kThreads, 1) igemm_ws_k
   __syncthreads();  // every stage consumed: the ring is free for the epilogue's staging
   if (p.split_k > 1) {
     if (p.shared_reduction) {
-      split_k_shared<T, BM, BN>(p, acc, bias, tile_m_idx, n0, split);
+      split_k_shared<T, BM, BN, K::kHolders>(p, acc, bias, tile_m_idx, n0, split);
       return;
     }
     if (!split_k_reduce<K::kAcc, K::kHolders>(acc, p.partials, p.counters, blockIdx.x, split, p.split_k, &last_flag)) return;
@@ -2335,12 +2336,26 @@ inline bool device_runs_wgmma() {
   return major == 9 && minor == 0;
 }
 
+// Whether the element type T has this warp-specialised tile's kernel (WsShape::kBuilt).
+template <typename T>
+inline bool ws_tile_built(Tile t) {
+  switch (t) {
+#define DCN_IGEMM_WS_BUILT(NAME, BM, BN, P) \
+  case Tile::NAME:                          \
+    return WsShape<T, BM, BN, P>::kBuilt;
+    DCN_IGEMM_WS_TILES(DCN_IGEMM_WS_BUILT)
+#undef DCN_IGEMM_WS_BUILT
+    default:
+      return true;
+  }
+}
+
 template <typename T>
 inline bool valid_config(const Shape& s, const Config& c) {
   if (c.split_k < 1 || c.split_k > s.k_steps) return false;
   if ((int)c.tile < 0 || (int)c.tile >= kTileCount) return false;
   if (is_ws_tile(c.tile) && !s.ws_image) return false;  // one corner-table fill per block, and the B image
-  if (c.tile == Tile::k128x64ws && !Traits<T>::kTf32x3) return false;  // built for fp32 only (WsShape::kBuilt)
+  if (is_ws_tile(c.tile) && !ws_tile_built<T>(c.tile)) return false;  // k128x64ws: fp32 only
   if (is_ra_tile(c.tile) && (!s.ra_image || c.split_k != 1)) return false;  // 64 channels, 3x3, whole K
   // The packed weights end at cout_pad output channels: a wider tile (64x256) would read
   // past them.
