@@ -29,12 +29,14 @@ CASES = [  # batch, cin, cout, h, w, kernel, stride, pad, deformable groups
     # several waves of 128-pixel tiles, two N tiles (the second partial), batch 2: the
     # register-A tile too (bench/NOTES.md v21b)
     (2, 64, 100, 96, 160, 3, 1, 1, 1),
-    # batches on the batch rule's tiles (bench/NOTES.md v25). 16-bit types: 64x256wg with
-    # three K slices; 64x256wg over 200 outputs (a partial N tile); 64x128ws over two
+    # batches on the batch rule's tiles (bench/NOTES.md v25, v32, v33). 16-bit types:
+    # 32x128ws unsplit; 64x256ws over 200 outputs (a partial N tile),
+    # patches cut by the image's edge, in one wave and then in two; 64x128ws over two
     # waves, 70 outputs. fp32: 64x128ws in two or three waves, its two or three K slices
     # reduced by the last to finish
     (4, 384, 256, 10, 40, 3, 1, 1, 1),
     (2, 136, 200, 44, 52, 3, 1, 1, 1),
+    (8, 256, 200, 17, 45, 3, 1, 1, 1),
     (3, 100, 70, 50, 67, 3, 1, 1, 1),
     # the 32-row warp-specialised tiles, unsplit (16-bit types; bench/NOTES.md v27): 32x128
     # on 128 outputs; 32x64 on 40 outputs (a partial N tile), 100 input channels padded to
@@ -47,7 +49,7 @@ CASES = [  # batch, cin, cout, h, w, kernel, stride, pad, deformable groups
     # the 32-row tile in four K slices of 18 steps sharing the reduction (16-bit types; v31):
     # 136 outputs (the second N tile partial), patches cut by the image's edge
     (1, 512, 136, 11, 37, 3, 1, 1, 1),
-    # ... and unsplit over two waves in a batch (v32; DLA-34's 512->256 at 12x40, batch 8)
+    # DLA-34's 512->256 at 12x40, batch 8: 64x256ws unsplit (16-bit types, v33)
     (8, 512, 256, 12, 40, 3, 1, 1, 1),
 ]
 LIMITS = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-3}
@@ -124,7 +126,9 @@ CHANNELS_LAST_CASES = [(2, 64, 64, 20, 28, 1), (1, 512, 256, 16, 16, 1), (1, 72,
                        # the 128-row warp-specialised tile (fp32): a partial N tile, edge-cut patches
                        (1, 64, 48, 125, 117, 1),
                        # the 32-row tile in K slices (16-bit types)
-                       (1, 512, 136, 11, 37, 1)]
+                       (1, 512, 136, 11, 37, 1),
+                       # the 256-output warp-specialised tile (16-bit types), edge-cut patches
+                       (6, 256, 256, 17, 45, 1)]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)

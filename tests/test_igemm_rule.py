@@ -96,7 +96,9 @@ int main() {
   for (int cout : {64, 128, 200, 256, 320, 384, 512}) {
     dcn::ConvGeometry g{1, 256, 24, 80, cout, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 24, 80};
     const auto s = dcn::igemm::make_shape<__half>(g);
-    std::printf("tile_64x256 %d %d\n", cout, (int)dcn::igemm::valid_config<__half>(s, {dcn::igemm::Tile::k64x256wg, 1}));
+    std::printf("tile_64x256 %d %d %d %d\n", cout, (int)dcn::igemm::valid_config<__half>(s, {dcn::igemm::Tile::k64x256wg, 1}),
+                (int)dcn::igemm::valid_config<__half>(s, {dcn::igemm::Tile::k64x256ws, 1}),
+                (int)dcn::igemm::valid_config<float>(dcn::igemm::make_shape<float>(g), {dcn::igemm::Tile::k64x256ws, 1}));
   }
 SHAPES
   return 0;
@@ -119,7 +121,8 @@ def _shapes():
 
 class Picks(dict):
     """(dtype, batch, cin, cout, h, w) -> the rule's pick; ra_channel: the register-A weight order;
-    tile_64x256: output channels -> whether a 64x256wg launch is valid (fp16, wgmma builds)."""
+    tile_64x256: output channels -> whether a 64x256wg and a 64x256ws launch are valid in fp16
+    and a 64x256ws one in fp32 (wgmma builds)."""
     ra_channel: list
     tile_64x256: dict
     ws_image: dict
@@ -159,8 +162,8 @@ def choices(tmp_path_factory, request):
             rows.ra_channel = [int(v) for v in line.split()[1:]]
             continue
         if line.startswith("tile_64x256 "):
-            _, cout, valid = line.split()
-            rows.tile_64x256[int(cout)] = bool(int(valid))
+            _, cout, *valid = line.split()
+            rows.tile_64x256[int(cout)] = tuple(bool(int(v)) for v in valid)
             continue
         dtype, batch, cin, cout, h, w, *fields = line.split()
         values = dict(f.split("=") for f in fields)
@@ -173,13 +176,17 @@ def test_a_batch_chooses_its_own_split(choices):
     """Measured on an H100 (bench/NOTES.md): one image's split kept for batch 8 cost 54
     instead of 45 us at 256->256 32x32; no split at batch 8 cost 473 instead of 311 us
     (fp32) at 512->256 12x40, whose 144 K steps then ran in one underfilled wave. (With
-    wgmma, 16-bit types run that layer unsplit in 32-row blocks over two full waves, v32.)"""
-    _, rows = choices
+    wgmma, 16-bit types run that layer unsplit: in 32-row blocks over two full waves, v32,
+    or in 64x256ws blocks, which gather each pixel once for all 256 outputs, v33.)"""
+    wgmma, rows = choices
     for dtype in ("fp16", "fp32"):
         wide_32 = rows[(dtype, 8, 256, 256, 32, 32)]
         assert wide_32["split"] == 1 < rows[(dtype, 1, 256, 256, 32, 32)]["split"], (dtype, wide_32)
         deep = rows[(dtype, 8, 512, 256, 12, 40)]
-        assert (deep["split"] > 1 or deep["tile"] == 18) and deep["blocks"] > deep["wave"], (dtype, deep)  # 18: k32x128ws
+        if wgmma and dtype == "fp16":
+            assert (deep["tile"], deep["split"]) in ((18, 1), (20, 1)), deep  # k32x128ws, k64x256ws
+            continue
+        assert deep["split"] > 1 and deep["blocks"] > deep["wave"], (dtype, deep)
         assert deep["ksteps"] // deep["split"] >= 3
 
 
@@ -203,24 +210,36 @@ def test_wgmma_batches_take_the_tile_of_least_modelled_time(choices):
     instead of 85 us (64x128wg) and 77 (64x128ws). It needs 256 to divide the padded output
     channels (the packed weights end there) and does not fit fp32's shared memory.
     Batches whose tiles fit one wave of warp-specialised blocks share their slices'
-    reduction (next test)."""
+    reduction (next test). Seventeenth session (v33): 64x256ws, one consumer warpgroup
+    with two n128 products a step, beats it in 16-bit types wherever a wave of its blocks
+    is busy (fp16 batch 8: 256->256 at 24x80 65.5 -> 49.4 us, at 32x32 33.8 -> 25.3 us;
+    batch 3 at 24x80 34.1 -> 25.5 us)."""
     _, rows = choices
-    k64x64ws, k64x128ws, k64x256wg = 14, 15, 13  # dcn::igemm::Tile
+    k64x64ws, k64x128ws, k64x256wg, k64x256ws = 14, 15, 13, 20  # dcn::igemm::Tile
     assert rows[("fp32", 8, 256, 256, 24, 80)]["tile"] == k64x128ws
     assert rows[("fp32", 8, 256, 128, 24, 80)]["tile"] == k64x128ws
     for dtype in ("fp16", "bf16", "fp32"):
         assert (rows[(dtype, 8, 256, 64, 24, 80)]["tile"], rows[(dtype, 8, 256, 64, 24, 80)]["split"]) == (k64x64ws, 1)
     for dtype in ("fp16", "bf16"):
-        assert rows[(dtype, 8, 256, 256, 24, 80)]["tile"] == k64x256wg, dtype
-        # the 32-row ws tile over two waves (v32: 46.0 against 55.9 us for 64x256wg in 3 slices)
-        assert (rows[(dtype, 8, 512, 256, 12, 40)]["tile"], rows[(dtype, 8, 512, 256, 12, 40)]["split"]) == (18, 1), dtype
+        for batch in (3, 8):
+            assert (rows[(dtype, batch, 256, 256, 24, 80)]["tile"], rows[(dtype, batch, 256, 256, 24, 80)]["split"]) == \
+                (k64x256ws, 1), (dtype, batch)
+        assert (rows[(dtype, 8, 256, 256, 32, 32)]["tile"], rows[(dtype, 8, 256, 256, 32, 32)]["split"]) == (k64x256ws, 1)
+        # v33: 45.1 us unsplit against 45.5 for the 32-row ws tile over two waves (v32: 46.0
+        # against 55.9 us for 64x256wg in 3 slices); bf16 51.6 against 53.4
+        assert (rows[(dtype, 8, 512, 256, 12, 40)]["tile"], rows[(dtype, 8, 512, 256, 12, 40)]["split"]) == \
+            (k64x256ws, 1), dtype
         # a block costs about 16 K steps besides its slice: a split that adds a wave
         # loses (batch 3, fp16: 128->128 at 64x64 22.9 us unsplit, 29.3 in two slices)
         assert (rows[(dtype, 3, 128, 128, 64, 64)]["tile"], rows[(dtype, 3, 128, 128, 64, 64)]["split"]) == (k64x128ws, 1)
-        assert (rows[(dtype, 3, 256, 256, 24, 80)]["tile"], rows[(dtype, 3, 256, 256, 24, 80)]["split"]) == (k64x256wg, 1)
+        # its split launches ran above the model (256->256 at 32x32 batch 3, 2 slices: 20.6
+        # against 18.6 us for 64x128ws unsplit): a split costs it a second block's fixed cost
+        assert (rows[(dtype, 3, 256, 256, 32, 32)]["tile"], rows[(dtype, 3, 256, 256, 32, 32)]["split"]) == (k64x128ws, 1)
     for (dtype, batch, cin, cout, *shape), row in rows.items():
-        if row["tile"] == k64x256wg:  # 256 divides the outputs padded to 128 (the packed weights)
+        if row["tile"] in (k64x256wg, k64x256ws):  # 256 divides the outputs padded to 128 (the packed weights)
             assert dtype != "fp32" and -(-cout // 128) * 128 % 256 == 0, (dtype, cin, cout, shape, row)
+        if row["tile"] == k64x256ws:  # batches only: one image's tiles leave most SMs idle
+            assert batch > 1, (dtype, cin, cout, shape, row)
         if batch > 1:
             assert row["wgmma"] == 1, (dtype, cin, cout, shape, row)
             if dtype == "fp32":
@@ -231,14 +250,17 @@ def test_wgmma_batches_take_the_tile_of_least_modelled_time(choices):
 def test_a_64x256_launch_is_refused_where_it_would_read_past_the_packed_weights(choices):
     """The packed weights are padded to a multiple of 128 output channels: a 64x256 tile
     over 64, 128, 320 or 384 outputs would read past them (forced on 128->64 at 48x160 by a
-    sweep, it faulted on an H100), so valid_config, which every launch checks, refuses it."""
+    sweep, it faulted on an H100), so valid_config, which every launch checks, refuses it;
+    64x256ws as well, and in fp32 always (its big and small parts leave the ring two
+    stages, fewer than its two producer warpgroups need: not built)."""
     _, rows = choices
-    assert rows.tile_64x256 == {64: False, 128: False, 200: True, 256: True, 320: False, 384: False, 512: True}
+    fits = {64: False, 128: False, 200: True, 256: True, 320: False, 384: False, 512: True}
+    assert rows.tile_64x256 == {cout: (ok, ok, False) for cout, ok in fits.items()}
 
 
 def test_one_image_fits_one_wave_unless_unsplit_and_slices_keep_three_steps(choices):
     _, rows = choices
-    ws_tiles = (14, 15, 17, 18, 19)  # dcn::igemm::Tile: k64x64ws, k64x128ws, k32x64ws, k32x128ws, k128x64ws
+    ws_tiles = (14, 15, 17, 18, 19, 20)  # dcn::igemm::Tile: k64x64ws, k64x128ws, k32x64ws, k32x128ws, k128x64ws, k64x256ws
     for (dtype, batch, *shape), row in rows.items():
         if row["tile"] in ws_tiles:  # slices sharing the reduction: 4 steps, 16 at most
             assert 1 <= row["split"] <= 16 and row["ksteps"] // row["split"] >= 4, (dtype, shape, row)

@@ -80,13 +80,14 @@ enum class Tile : int {
   k32x64w8 = 4, k64x64w8 = 5, k64x128w8 = 6, k128x64w8 = 7, k128x128w8 = 8,
   k64x64wg = 9, k128x64wg = 10, k64x128wg = 11, k128x128wg = 12, k64x256wg = 13,
   k64x64ws = 14, k64x128ws = 15, k128x64ra = 16, k32x64ws = 17, k32x128ws = 18, k128x64ws = 19,
+  k64x256ws = 20,
 };
-constexpr int kTileCount = 20;
+constexpr int kTileCount = 21;
 inline bool is_wgmma_tile(Tile t) { return (int)t >= (int)Tile::k64x64wg; }
 // The warp-specialised wgmma tiles: one corner-table fill per block.
 inline bool is_ws_tile(Tile t) {
   return t == Tile::k64x64ws || t == Tile::k64x128ws || t == Tile::k32x64ws || t == Tile::k32x128ws ||
-         t == Tile::k128x64ws;
+         t == Tile::k128x64ws || t == Tile::k64x256ws;
 }
 // The register-A wgmma tile (kernel 2d): 64-channel 3x3 layers, 16-bit types, no split.
 inline bool is_ra_tile(Tile t) { return t == Tile::k128x64ra; }
@@ -111,7 +112,7 @@ inline TileShape tile_shape(Tile t) {
                                              {64, 64, 256},  {128, 64, 256}, {64, 128, 256},
                                              {128, 128, 256}, {64, 256, 256}, {64, 64, 512},
                                              {64, 128, 512}, {128, 64, 256}, {32, 64, 512},
-                                             {32, 128, 512}, {128, 64, 384}};
+                                             {32, 128, 512}, {128, 64, 384}, {64, 256, 384}};
   return kShapes[(int)t];
 }
 inline int tile_m(Tile t) { return tile_shape(t).m; }
@@ -1444,7 +1445,8 @@ __global__ void __launch_bounds__(THREADS, MinBlocks<T, BM, BN, THREADS>::value)
   X(k64x128ws, 64, 128, 3)    \
   X(k32x64ws, 32, 64, 3)      \
   X(k32x128ws, 32, 128, 3)    \
-  X(k128x64ws, 128, 64, 2)
+  X(k128x64ws, 128, 64, 2)    \
+  X(k64x256ws, 64, 256, 2)
 #else
 #define DCN_IGEMM_WGMMA_TILES(X)
 #define DCN_IGEMM_WS_TILES(X)
@@ -1741,13 +1743,20 @@ __global__ void __launch_bounds__(256, WgmmaMinBlocks<T, BM, BN>::value) igemm_w
 // products in the same order, so the same bits as the other wgmma tiles at the same split.
 // Blocks of 32 rows (k32x64ws, k32x128ws) let a layer with 64 tiles of 64 rows fill the
 // SMs without splitting K (choose_config). Blocks of 128 rows (k128x64ws, fp32 only) run
-// two m64 products a step on one B tile, with two producer warpgroups.
+// two m64 products a step on one B tile, with two producer warpgroups. Blocks of 256
+// outputs (k64x256ws, 16-bit types only) gather each pixel once for all of them and run two
+// n128 products a step, also with two producer warpgroups: with a third, 512 threads would
+// leave 128 registers a thread and the consumer's 128 accumulators would spill.
 template <typename T, int BM, int BN, int P>
 struct WsShape {
   static constexpr int kProducers = P;                // producer warpgroups
   static constexpr int kThreads = 128 * (1 + P);
   // BM 128: the consumer runs two m64 products a step (rows 0-63, 64-127) on one B tile.
   static constexpr int kMTiles = BM == 128 ? 2 : 1;
+  // BN 256: two n128 products a step, on the B tile's two halves (their accumulators side
+  // by side are an n256 product's: the same layout for the split-K and epilogue code).
+  static constexpr int kNTiles = BN == 256 ? 2 : 1;
+  static constexpr int kWgmmaN = BN / kNTiles;
   static constexpr int kAcc = kMTiles * BN / 2;       // the consumer's accumulators per thread
   static constexpr int kChunk = Traits<T>::kChunk;
   static constexpr int kParts = Traits<T>::kTf32x3 ? 2 : 1;
@@ -1769,8 +1778,10 @@ struct WsShape {
   static constexpr int kHolders = BM == 32 ? 64 : 128;  // consumer threads whose rows are real
   // The 128-row tile is built for fp32 only: in 16-bit types it lost to the register-A and
   // wgmma tiles on every layer (sixteenth session, bench/NOTES.md v29).
-  static constexpr bool kBuilt = BM != 128 || Traits<T>::kTf32x3;
-  static_assert(BN == 64 || BN == 128, "wgmma N");
+  // The 256-output tile is built for 16-bit types only: fp32's A and B parts leave its
+  // ring two stages, fewer than its two producers need.
+  static constexpr bool kBuilt = (BM != 128 || Traits<T>::kTf32x3) && (BN != 256 || !Traits<T>::kTf32x3);
+  static_assert(BN == 64 || BN == 128 || (BN == 256 && BM == 64), "wgmma N");
   static_assert(kStages >= 2, "ring");
   static_assert(BN * (BM + 8) * (int)sizeof(T) <= kStages * kStageBytes &&
                     BM * (BN + 8) * (int)sizeof(T) <= kStages * kStageBytes,
@@ -1857,8 +1868,11 @@ __global__ void __launch_bounds__(WsShape<T, BM, BN, P>::kThreads, 1) igemm_ws_k
       asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 #pragma unroll
       for (int mt = 0; mt < K::kMTiles; ++mt)  // rows 64 mt .. 64 mt + 63: 64 swizzled rows further
-        wgmma_k_step<T, BN, K::kParts, K::kAPart, K::kBPart>(acc + mt * (BN / 2), desc_a + offset + mt * (64 * kSwizzleRow / 16),
-                                                             desc_b + offset);
+#pragma unroll
+        for (int nt = 0; nt < K::kNTiles; ++nt)  // outputs kWgmmaN nt ..: kWgmmaN swizzled rows further
+          wgmma_k_step<T, K::kWgmmaN, K::kParts, K::kAPart, K::kBPart>(
+              acc + mt * (BN / 2) + nt * (K::kWgmmaN / 2), desc_a + offset + mt * (64 * kSwizzleRow / 16),
+              desc_b + offset + nt * (K::kWgmmaN * kSwizzleRow / 16));
       asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
       asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
       if (i > 0 && lane == 0) mbarrier_arrive(&empty[previous]);
@@ -2625,23 +2639,32 @@ inline Config choose_config(const Shape& shape, int sms, int smem_per_sm, bool w
     // a wgmma tile's time for a step; 64x256wg applies where 256 divides the padded output
     // channels (valid_config). fp32 holds one block of any tile per SM (none of 64x256),
     // 16-bit types two of the 64-row or 128x64 wgmma ones.
+    constexpr long long kBlockSteps = 16;
     struct Step {
       Tile tile;
       long long step;
+      long long split_steps;  // a slice's fixed cost beyond kBlockSteps, where measured apart
     };
     // k32x128ws: fitted to its batch-8 run on 512->256 at 12x40 (sixteenth session, v32,
     // one H100: 46.0 against 55.9 us for 64x256wg in 3 slices, fp16; bf16 53.9 against
     // 64.6); in the model it wins nowhere else at DLA-34's shapes, as measured (256->256 at
     // 32x32 51.5 against 34.2 us, 128->128 at 64x64 62.7 against 42.5).
-    constexpr Step kSteps16[] = {{Tile::k64x64wg, 100}, {Tile::k128x64wg, 175}, {Tile::k64x128wg, 117},
-                                 {Tile::k128x128wg, 120}, {Tile::k64x256wg, 90}, {Tile::k64x64ws, 44},
-                                 {Tile::k64x128ws, 47}, {Tile::k32x128ws, 34}};
+    //
+    // k64x256ws: fitted to its runs against the rule's picks at batches 2-8 on the four
+    // 256-output DLA-34 shapes (seventeenth session, v33, one H100, fp16): unsplit it gathers
+    // each A tile once for 256 outputs and wins wherever a wave of them is busy (256->256 at
+    // 24x80 batch 8 65.7 -> 49.4 us, at 32x32 34.0 -> 25.5). Where a first fit (step 44)
+    // split it, it lost (256->256 at 24x80 batch 6 in 2 slices 59.3 us against 53.6 for
+    // 64x128ws unsplit, at 32x32 batch 3 20.6 against 18.6): its slices run tap-major and
+    // cost more a step, so a split costs it a second block's fixed cost.
+    constexpr Step kSteps16[] = {{Tile::k64x64wg, 100, 0},  {Tile::k128x64wg, 175, 0}, {Tile::k64x128wg, 117, 0},
+                                 {Tile::k128x128wg, 120, 0}, {Tile::k64x256wg, 90, 0},  {Tile::k64x64ws, 44, 0},
+                                 {Tile::k64x128ws, 47, 0},  {Tile::k32x128ws, 34, 0}, {Tile::k64x256ws, 60, kBlockSteps}};
     // k128x64ws (fp32 only): fitted to its batch-8 runs on the 64->64 layers (sixteenth
     // session, v29: 128x128 209 against 224 us for 64x64ws, 96x320 394 against 406 us).
-    constexpr Step kSteps32[] = {{Tile::k64x64wg, 100}, {Tile::k128x64wg, 160}, {Tile::k64x128wg, 122},
-                                 {Tile::k128x128wg, 180}, {Tile::k64x64ws, 68}, {Tile::k64x128ws, 89},
-                                 {Tile::k128x64ws, 128}};
-    constexpr long long kBlockSteps = 16;
+    constexpr Step kSteps32[] = {{Tile::k64x64wg, 100, 0},  {Tile::k128x64wg, 160, 0}, {Tile::k64x128wg, 122, 0},
+                                 {Tile::k128x128wg, 180, 0}, {Tile::k64x64ws, 68, 0},   {Tile::k64x128ws, 89, 0},
+                                 {Tile::k128x64ws, 128, 0}};
     auto cheapest = [&](const auto& table) {
       for (const Step& candidate : table) {
         const long long wave = (long long)sms * tile_blocks_per_sm<T>(candidate.tile, smem_per_sm);
@@ -2649,7 +2672,8 @@ inline Config choose_config(const Shape& shape, int sms, int smem_per_sm, bool w
         if (candidate.tile == Tile::k128x64ws && !ws128) continue;  // measured on 64 outputs only
         for (long long split = 1; split <= cap; ++split) {
           const long long waves = (tile_count(shape, candidate.tile) * split + wave - 1) / wave;
-          const long long cost = waves * ((shape.k_steps + split - 1) / split + kBlockSteps) * candidate.step;
+          const long long fixed = kBlockSteps + (split > 1 ? candidate.split_steps : 0);
+          const long long cost = waves * ((shape.k_steps + split - 1) / split + fixed) * candidate.step;
           if (best.split_k == 0 || cost < best_cost) {
             best = Config{candidate.tile, (int)split};
             best_cost = cost;
