@@ -55,14 +55,14 @@ DT = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 TILES = {0: "32x64", 1: "64x64", 2: "64x128", 3: "32x128", 4: "32x64w8", 5: "64x64w8", 6: "64x128w8",
          7: "128x64w8", 8: "128x128w8", 9: "64x64wg", 10: "128x64wg", 11: "64x128wg", 12: "128x128wg",
          13: "64x256wg", 14: "64x64ws", 15: "64x128ws", 16: "128x64ra", 17: "32x64ws", 18: "32x128ws",
-         19: "128x64ws", 20: "64x256ws",
+         19: "128x64ws", 20: "64x256ws", 21: "32x256ws",
          # the ws tiles with the last slice summing all (igemm_dev_ext.cu: config_of), for A/B
          114: "64x64ws-last", 115: "64x128ws-last", 117: "32x64ws-last", 118: "32x128ws-last",
-         119: "128x64ws-last", 120: "64x256ws-last"}
-WS_TILES = {14, 15, 17, 18, 19, 20, 114, 115, 117, 118, 119, 120}  # warp-specialised: 3x3 kernels with one deformable group only
+         119: "128x64ws-last", 120: "64x256ws-last", 121: "32x256ws-last"}
+WS_TILES = {14, 15, 17, 18, 19, 20, 21, 114, 115, 117, 118, 119, 120, 121}  # warp-specialised: 3x3 kernels with one deformable group only
 FP32_ONLY = {19, 119}  # the 128-row ws tile is built for fp32 only
-TOO_BIG_FOR_FP32 = {13, 20, 120}  # 64x256 with big and small fp32 parts: more shared memory than its tiles fit
-WIDE_TILES = {13, 20, 120}  # 256 outputs a tile: only where 256 divides the outputs padded to 128 (valid_config)
+TOO_BIG_FOR_FP32 = {13, 20, 21, 120, 121}  # 256 outputs with big and small fp32 parts: more shared memory than its tiles fit
+WIDE_TILES = {13, 20, 21, 120, 121}  # 256 outputs a tile: only where 256 divides the outputs padded to 128 (valid_config)
 RA_TILES = {16}  # register-A: 16-bit types, up to 64 input channels, 3x3, one group, no split
 PHASES = os.environ.get("DEV_PHASES", "acc,bits,prof,sweep").split(",")
 
@@ -119,7 +119,7 @@ def main():
                     print(f"BAD {dname} {case} tile={tile} split={split} {layout} err={e:.3g} repeat={rep}", flush=True)
     print("worst rel L2:", worst, flush=True)
     # --- the warp-specialised tiles give the bits of their wgmma twins at the same split
-    twins = {14: 9, 15: 11, 114: 9, 115: 11, 17: 9, 18: 11, 117: 9, 118: 11, 19: 10, 119: 10, 20: 13, 120: 13}
+    twins = {14: 9, 15: 11, 114: 9, 115: 11, 17: 9, 18: 11, 117: 9, 118: 11, 19: 10, 119: 10, 20: 13, 120: 13, 21: 13, 121: 13}
     bits_bad = 0
     for dname in (DT if "bits" in PHASES else []):
         for (n, cin, cout, h, w) in [(1, 64, 64, 16, 16), (3, 72, 40, 17, 23), (1, 512, 256, 16, 16),

@@ -29,13 +29,14 @@ CASES = [  # batch, cin, cout, h, w, kernel, stride, pad, deformable groups
     # several waves of 128-pixel tiles, two N tiles (the second partial), batch 2: the
     # register-A tile too (bench/NOTES.md v21b)
     (2, 64, 100, 96, 160, 3, 1, 1, 1),
-    # batches on the batch rule's tiles (bench/NOTES.md v25, v32, v33). 16-bit types:
-    # 32x128ws unsplit; 64x256ws over 200 outputs (a partial N tile),
-    # patches cut by the image's edge, in one wave and then in two; 64x128ws over two
-    # waves, 70 outputs. fp32: 64x128ws in two or three waves, its two or three K slices
-    # reduced by the last to finish
+    # batches on the batch rule's tiles (bench/NOTES.md v25, v32, v33, v34). 16-bit types:
+    # 32x128ws unsplit; 64x256ws over 200 outputs (a partial N tile), patches cut by the
+    # image's edge, in one wave and then in two; 32x256ws over two waves, 200 outputs;
+    # 64x128ws over two waves, 70 outputs. fp32: 64x128ws in two or three waves, its two or
+    # three K slices reduced by the last to finish
     (4, 384, 256, 10, 40, 3, 1, 1, 1),
     (2, 136, 200, 44, 52, 3, 1, 1, 1),
+    (8, 256, 200, 24, 48, 3, 1, 1, 1),
     (8, 256, 200, 17, 45, 3, 1, 1, 1),
     (3, 100, 70, 50, 67, 3, 1, 1, 1),
     # the 32-row warp-specialised tiles, unsplit (16-bit types; bench/NOTES.md v27): 32x128
@@ -49,7 +50,7 @@ CASES = [  # batch, cin, cout, h, w, kernel, stride, pad, deformable groups
     # the 32-row tile in four K slices of 18 steps sharing the reduction (16-bit types; v31):
     # 136 outputs (the second N tile partial), patches cut by the image's edge
     (1, 512, 136, 11, 37, 3, 1, 1, 1),
-    # DLA-34's 512->256 at 12x40, batch 8: 64x256ws unsplit (16-bit types, v33)
+    # DLA-34's 512->256 at 12x40, batch 8: 32x256ws unsplit (16-bit types, v34)
     (8, 512, 256, 12, 40, 3, 1, 1, 1),
 ]
 LIMITS = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-3}
@@ -127,8 +128,9 @@ CHANNELS_LAST_CASES = [(2, 64, 64, 20, 28, 1), (1, 512, 256, 16, 16, 1), (1, 72,
                        (1, 64, 48, 125, 117, 1),
                        # the 32-row tile in K slices (16-bit types)
                        (1, 512, 136, 11, 37, 1),
-                       # the 256-output warp-specialised tile (16-bit types), edge-cut patches
-                       (6, 256, 256, 17, 45, 1)]
+                       # the 256-output warp-specialised tiles (16-bit types), edge-cut patches:
+                       # 64 rows; 32 rows over 200 outputs (a partial N tile)
+                       (6, 256, 256, 17, 45, 1), (7, 512, 200, 12, 37, 1)]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)

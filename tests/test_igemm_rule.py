@@ -96,9 +96,11 @@ int main() {
   for (int cout : {64, 128, 200, 256, 320, 384, 512}) {
     dcn::ConvGeometry g{1, 256, 24, 80, cout, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 24, 80};
     const auto s = dcn::igemm::make_shape<__half>(g);
-    std::printf("tile_64x256 %d %d %d %d\n", cout, (int)dcn::igemm::valid_config<__half>(s, {dcn::igemm::Tile::k64x256wg, 1}),
+    std::printf("tile_64x256 %d %d %d %d %d %d\n", cout, (int)dcn::igemm::valid_config<__half>(s, {dcn::igemm::Tile::k64x256wg, 1}),
                 (int)dcn::igemm::valid_config<__half>(s, {dcn::igemm::Tile::k64x256ws, 1}),
-                (int)dcn::igemm::valid_config<float>(dcn::igemm::make_shape<float>(g), {dcn::igemm::Tile::k64x256ws, 1}));
+                (int)dcn::igemm::valid_config<float>(dcn::igemm::make_shape<float>(g), {dcn::igemm::Tile::k64x256ws, 1}),
+                (int)dcn::igemm::valid_config<__half>(s, {dcn::igemm::Tile::k32x256ws, 1}),
+                (int)dcn::igemm::valid_config<float>(dcn::igemm::make_shape<float>(g), {dcn::igemm::Tile::k32x256ws, 1}));
   }
 SHAPES
   return 0;
@@ -121,8 +123,8 @@ def _shapes():
 
 class Picks(dict):
     """(dtype, batch, cin, cout, h, w) -> the rule's pick; ra_channel: the register-A weight order;
-    tile_64x256: output channels -> whether a 64x256wg and a 64x256ws launch are valid in fp16
-    and a 64x256ws one in fp32 (wgmma builds)."""
+    tile_64x256: output channels -> whether a 64x256wg and a 64x256ws launch are valid in fp16,
+    a 64x256ws one in fp32, a 32x256ws one in fp16 and in fp32 (wgmma builds)."""
     ra_channel: list
     tile_64x256: dict
     ws_image: dict
@@ -184,7 +186,7 @@ def test_a_batch_chooses_its_own_split(choices):
         assert wide_32["split"] == 1 < rows[(dtype, 1, 256, 256, 32, 32)]["split"], (dtype, wide_32)
         deep = rows[(dtype, 8, 512, 256, 12, 40)]
         if wgmma and dtype == "fp16":
-            assert (deep["tile"], deep["split"]) in ((18, 1), (20, 1)), deep  # k32x128ws, k64x256ws
+            assert (deep["tile"], deep["split"]) in ((18, 1), (20, 1), (21, 1)), deep  # k32x128ws, k64x256ws, k32x256ws
             continue
         assert deep["split"] > 1 and deep["blocks"] > deep["wave"], (dtype, deep)
         assert deep["ksteps"] // deep["split"] >= 3
@@ -215,7 +217,7 @@ def test_wgmma_batches_take_the_tile_of_least_modelled_time(choices):
     is busy (fp16 batch 8: 256->256 at 24x80 65.5 -> 49.4 us, at 32x32 33.8 -> 25.3 us;
     batch 3 at 24x80 34.1 -> 25.5 us)."""
     _, rows = choices
-    k64x64ws, k64x128ws, k64x256wg, k64x256ws = 14, 15, 13, 20  # dcn::igemm::Tile
+    k64x64ws, k64x128ws, k64x256wg, k64x256ws, k32x256ws = 14, 15, 13, 20, 21  # dcn::igemm::Tile
     assert rows[("fp32", 8, 256, 256, 24, 80)]["tile"] == k64x128ws
     assert rows[("fp32", 8, 256, 128, 24, 80)]["tile"] == k64x128ws
     for dtype in ("fp16", "bf16", "fp32"):
@@ -225,10 +227,10 @@ def test_wgmma_batches_take_the_tile_of_least_modelled_time(choices):
             assert (rows[(dtype, batch, 256, 256, 24, 80)]["tile"], rows[(dtype, batch, 256, 256, 24, 80)]["split"]) == \
                 (k64x256ws, 1), (dtype, batch)
         assert (rows[(dtype, 8, 256, 256, 32, 32)]["tile"], rows[(dtype, 8, 256, 256, 32, 32)]["split"]) == (k64x256ws, 1)
-        # v33: 45.1 us unsplit against 45.5 for the 32-row ws tile over two waves (v32: 46.0
-        # against 55.9 us for 64x256wg in 3 slices); bf16 51.6 against 53.4
+        # v34: 32x256ws fills the wave with whole 4 x 8 patches where 64-row ones leave rows
+        # empty (35.4 us against 46.1 for 64x256ws and 45.6 for 32x128ws over two waves)
         assert (rows[(dtype, 8, 512, 256, 12, 40)]["tile"], rows[(dtype, 8, 512, 256, 12, 40)]["split"]) == \
-            (k64x256ws, 1), dtype
+            (k32x256ws, 1), dtype
         # a block costs about 16 K steps besides its slice: a split that adds a wave
         # loses (batch 3, fp16: 128->128 at 64x64 22.9 us unsplit, 29.3 in two slices)
         assert (rows[(dtype, 3, 128, 128, 64, 64)]["tile"], rows[(dtype, 3, 128, 128, 64, 64)]["split"]) == (k64x128ws, 1)
@@ -236,9 +238,9 @@ def test_wgmma_batches_take_the_tile_of_least_modelled_time(choices):
         # against 18.6 us for 64x128ws unsplit): a split costs it a second block's fixed cost
         assert (rows[(dtype, 3, 256, 256, 32, 32)]["tile"], rows[(dtype, 3, 256, 256, 32, 32)]["split"]) == (k64x128ws, 1)
     for (dtype, batch, cin, cout, *shape), row in rows.items():
-        if row["tile"] in (k64x256wg, k64x256ws):  # 256 divides the outputs padded to 128 (the packed weights)
+        if row["tile"] in (k64x256wg, k64x256ws, k32x256ws):  # 256 divides the outputs padded to 128
             assert dtype != "fp32" and -(-cout // 128) * 128 % 256 == 0, (dtype, cin, cout, shape, row)
-        if row["tile"] == k64x256ws:  # batches only: one image's tiles leave most SMs idle
+        if row["tile"] in (k64x256ws, k32x256ws):  # batches only: one image's tiles leave most SMs idle
             assert batch > 1, (dtype, cin, cout, shape, row)
         if batch > 1:
             assert row["wgmma"] == 1, (dtype, cin, cout, shape, row)
@@ -251,16 +253,16 @@ def test_a_64x256_launch_is_refused_where_it_would_read_past_the_packed_weights(
     """The packed weights are padded to a multiple of 128 output channels: a 64x256 tile
     over 64, 128, 320 or 384 outputs would read past them (forced on 128->64 at 48x160 by a
     sweep, it faulted on an H100), so valid_config, which every launch checks, refuses it;
-    64x256ws as well, and in fp32 always (its big and small parts leave the ring two
-    stages, fewer than its two producer warpgroups need: not built)."""
+    64x256ws and 32x256ws as well, and in fp32 always (their big and small parts leave the
+    ring too few stages for two producer warpgroups: not built)."""
     _, rows = choices
     fits = {64: False, 128: False, 200: True, 256: True, 320: False, 384: False, 512: True}
-    assert rows.tile_64x256 == {cout: (ok, ok, False) for cout, ok in fits.items()}
+    assert rows.tile_64x256 == {cout: (ok, ok, False, ok, False) for cout, ok in fits.items()}
 
 
 def test_one_image_fits_one_wave_unless_unsplit_and_slices_keep_three_steps(choices):
     _, rows = choices
-    ws_tiles = (14, 15, 17, 18, 19, 20)  # dcn::igemm::Tile: k64x64ws, k64x128ws, k32x64ws, k32x128ws, k128x64ws, k64x256ws
+    ws_tiles = (14, 15, 17, 18, 19, 20, 21)  # dcn::igemm::Tile: k64x64ws, k64x128ws, k32x64ws, k32x128ws, k128x64ws, k64x256ws, k32x256ws
     for (dtype, batch, *shape), row in rows.items():
         if row["tile"] in ws_tiles:  # slices sharing the reduction: 4 steps, 16 at most
             assert 1 <= row["split"] <= 16 and row["ksteps"] // row["split"] >= 4, (dtype, shape, row)

@@ -80,14 +80,14 @@ enum class Tile : int {
   k32x64w8 = 4, k64x64w8 = 5, k64x128w8 = 6, k128x64w8 = 7, k128x128w8 = 8,
   k64x64wg = 9, k128x64wg = 10, k64x128wg = 11, k128x128wg = 12, k64x256wg = 13,
   k64x64ws = 14, k64x128ws = 15, k128x64ra = 16, k32x64ws = 17, k32x128ws = 18, k128x64ws = 19,
-  k64x256ws = 20,
+  k64x256ws = 20, k32x256ws = 21,
 };
-constexpr int kTileCount = 21;
+constexpr int kTileCount = 22;
 inline bool is_wgmma_tile(Tile t) { return (int)t >= (int)Tile::k64x64wg; }
 // The warp-specialised wgmma tiles: one corner-table fill per block.
 inline bool is_ws_tile(Tile t) {
   return t == Tile::k64x64ws || t == Tile::k64x128ws || t == Tile::k32x64ws || t == Tile::k32x128ws ||
-         t == Tile::k128x64ws || t == Tile::k64x256ws;
+         t == Tile::k128x64ws || t == Tile::k64x256ws || t == Tile::k32x256ws;
 }
 // The register-A wgmma tile (kernel 2d): 64-channel 3x3 layers, 16-bit types, no split.
 inline bool is_ra_tile(Tile t) { return t == Tile::k128x64ra; }
@@ -112,7 +112,8 @@ inline TileShape tile_shape(Tile t) {
                                              {64, 64, 256},  {128, 64, 256}, {64, 128, 256},
                                              {128, 128, 256}, {64, 256, 256}, {64, 64, 512},
                                              {64, 128, 512}, {128, 64, 256}, {32, 64, 512},
-                                             {32, 128, 512}, {128, 64, 384}, {64, 256, 384}};
+                                             {32, 128, 512}, {128, 64, 384}, {64, 256, 384},
+                                             {32, 256, 384}};
   return kShapes[(int)t];
 }
 inline int tile_m(Tile t) { return tile_shape(t).m; }
@@ -1446,7 +1447,8 @@ __global__ void __launch_bounds__(THREADS, MinBlocks<T, BM, BN, THREADS>::value)
   X(k32x64ws, 32, 64, 3)      \
   X(k32x128ws, 32, 128, 3)    \
   X(k128x64ws, 128, 64, 2)    \
-  X(k64x256ws, 64, 256, 2)
+  X(k64x256ws, 64, 256, 2)    \
+  X(k32x256ws, 32, 256, 2)
 #else
 #define DCN_IGEMM_WGMMA_TILES(X)
 #define DCN_IGEMM_WS_TILES(X)
@@ -1744,9 +1746,9 @@ __global__ void __launch_bounds__(256, WgmmaMinBlocks<T, BM, BN>::value) igemm_w
 // Blocks of 32 rows (k32x64ws, k32x128ws) let a layer with 64 tiles of 64 rows fill the
 // SMs without splitting K (choose_config). Blocks of 128 rows (k128x64ws, fp32 only) run
 // two m64 products a step on one B tile, with two producer warpgroups. Blocks of 256
-// outputs (k64x256ws, 16-bit types only) gather each pixel once for all of them and run two
-// n128 products a step, also with two producer warpgroups: with a third, 512 threads would
-// leave 128 registers a thread and the consumer's 128 accumulators would spill.
+// outputs (k64x256ws, k32x256ws; 16-bit types only) gather each pixel once for all of them
+// and run two n128 products a step, also with two producer warpgroups: with a third, 512
+// threads would leave 128 registers a thread and the consumer's 128 accumulators would spill.
 template <typename T, int BM, int BN, int P>
 struct WsShape {
   static constexpr int kProducers = P;                // producer warpgroups
@@ -1778,10 +1780,11 @@ struct WsShape {
   static constexpr int kHolders = BM == 32 ? 64 : 128;  // consumer threads whose rows are real
   // The 128-row tile is built for fp32 only: in 16-bit types it lost to the register-A and
   // wgmma tiles on every layer (sixteenth session, bench/NOTES.md v29).
-  // The 256-output tile is built for 16-bit types only: fp32's A and B parts leave its
-  // ring two stages, fewer than its two producers need.
+  // The 256-output tiles are built for 16-bit types only: fp32's big and small parts leave
+  // their rings two stages (64 rows), fewer than two producers need, or three (32 rows),
+  // and no fp32 layer was measured on them.
   static constexpr bool kBuilt = (BM != 128 || Traits<T>::kTf32x3) && (BN != 256 || !Traits<T>::kTf32x3);
-  static_assert(BN == 64 || BN == 128 || (BN == 256 && BM == 64), "wgmma N");
+  static_assert(BN == 64 || BN == 128 || (BN == 256 && BM <= 64), "wgmma N");
   static_assert(kStages >= 2, "ring");
   static_assert(BN * (BM + 8) * (int)sizeof(T) <= kStages * kStageBytes &&
                     BM * (BN + 8) * (int)sizeof(T) <= kStages * kStageBytes,
@@ -2657,9 +2660,17 @@ inline Config choose_config(const Shape& shape, int sms, int smem_per_sm, bool w
     // split it, it lost (256->256 at 24x80 batch 6 in 2 slices 59.3 us against 53.6 for
     // 64x128ws unsplit, at 32x32 batch 3 20.6 against 18.6): its slices run tap-major and
     // cost more a step, so a split costs it a second block's fixed cost.
+    //
+    // k32x256ws: fitted to its runs at batches 1-8 on the same shapes (v34): where 64-row
+    // patches would leave rows empty and SMs idle it fills the wave with whole 4 x 8
+    // patches (512->256 at 12x40 batch 8: 120 blocks against 80, 35.4 against 46.1 us for
+    // 64x256ws, bf16 41.0 against 52.1); elsewhere it lost (256->256 at 24x80 batch 8 77.0
+    // against 49.8 us, 512->256 at 12x40 batch 6 34.4 against 32.8 for 64x128ws). Its
+    // splits count as 64x256ws's.
     constexpr Step kSteps16[] = {{Tile::k64x64wg, 100, 0},  {Tile::k128x64wg, 175, 0}, {Tile::k64x128wg, 117, 0},
                                  {Tile::k128x128wg, 120, 0}, {Tile::k64x256wg, 90, 0},  {Tile::k64x64ws, 44, 0},
-                                 {Tile::k64x128ws, 47, 0},  {Tile::k32x128ws, 34, 0}, {Tile::k64x256ws, 60, kBlockSteps}};
+                                 {Tile::k64x128ws, 47, 0},  {Tile::k32x128ws, 34, 0}, {Tile::k64x256ws, 60, kBlockSteps},
+                                 {Tile::k32x256ws, 48, kBlockSteps}};
     // k128x64ws (fp32 only): fitted to its batch-8 runs on the 64->64 layers (sixteenth
     // session, v29: 128x128 209 against 224 us for 64x64ws, 96x320 394 against 406 us).
     constexpr Step kSteps32[] = {{Tile::k64x64wg, 100, 0},  {Tile::k128x64wg, 160, 0}, {Tile::k64x128wg, 122, 0},
