@@ -62,9 +62,15 @@ TILES = {0: "32x64", 1: "64x64", 2: "64x128", 3: "32x128", 4: "32x64w8", 5: "64x
 WS_TILES = {14, 15, 17, 18, 19, 20, 21, 114, 115, 117, 118, 119, 120, 121}  # warp-specialised: 3x3 kernels with one deformable group only
 FP32_ONLY = {19, 119}  # the 128-row ws tile is built for fp32 only
 TOO_BIG_FOR_FP32 = {13, 20, 21, 120, 121}  # 256 outputs with big and small fp32 parts: more shared memory than its tiles fit
-WIDE_TILES = {13, 20, 21, 120, 121}  # 256 outputs a tile: only where 256 divides the outputs padded to 128 (valid_config)
+WIDE_TILES = {13, 20, 21, 120, 121}  # 256 outputs a tile
 RA_TILES = {16}  # register-A: 16-bit types, up to 64 input channels, 3x3, one group, no split
 PHASES = os.environ.get("DEV_PHASES", "acc,bits,prof,sweep").split(",")
+
+
+def tile_fits_outputs(tile, cout):
+    """valid_config: a 256-output tile only where 256 divides the outputs padded to 128 (the
+    packed weights end there)."""
+    return tile not in WIDE_TILES or -(-cout // 256) * 256 <= -(-cout // 128) * 128
 
 
 def main():
@@ -91,7 +97,7 @@ def main():
             tiles = [t for t in tiles if (dname != "fp32" or t not in TOO_BIG_FOR_FP32)
                      and (dname == "fp32" or t not in FP32_ONLY)
                      and (t not in WS_TILES or k * k * dg <= 9)
-                     and (t not in WIDE_TILES or -(-cout // 256) * 256 <= -(-cout // 128) * 128)
+                     and tile_fits_outputs(t, cout)
                      and (t not in RA_TILES or (dname != "fp32" and cin <= 64 and k == 3 and dg == 1))]
             ksteps = ext.auto_config(x, off, wt, st, pd, 1, dg)[2]
             chunk = 32 if dname == "fp32" else 64
@@ -127,7 +133,7 @@ def main():
             x, off, mask, wt, b = make_inputs(n, cin, cout, h, w, DT[dname])
             pairs = {t: twin for t, twin in twins.items() if (dname == "fp32" or t not in FP32_ONLY)
                      and (dname != "fp32" or t not in TOO_BIG_FOR_FP32)
-                     and (t not in WIDE_TILES or -(-cout // 256) * 256 <= -(-cout // 128) * 128)}
+                     and tile_fits_outputs(t, cout)}
             for split in [1, 2, 3, 8]:
                 outs = {}
                 for tile in {*pairs, *pairs.values()}:
