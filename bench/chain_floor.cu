@@ -9,7 +9,6 @@
 //   ./chain_floor [--json FILE]
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 
 #include <cuda_fp16.h>
 
@@ -70,14 +69,7 @@ float per_launch_us(Kernel kernel, const Tensors& t, int blocks, int smem, cudaS
 
 int main(int argc, char** argv) {
   const char* json_path = nullptr;
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--json") == 0 && i + 1 < argc) {
-      json_path = argv[++i];
-    } else {
-      std::fprintf(stderr, "usage: chain_floor [--json FILE]\n");
-      return 2;
-    }
-  }
+  if (!parse_json_only(argc, argv, "chain_floor", json_path)) return 2;
   cudaStream_t stream;
   FLOOR_CHECK(cudaStreamCreate(&stream));
   const int h = 128, w = 128;  // 64->64 at 128x128: 128 blocks of 128 pixels

@@ -1,5 +1,6 @@
-// What the standalone CUDA tools in bench/ (igemm_ab, chain_floor) share: exiting on a
-// failed CUDA call, and GPU time per call as bench_dcn measures it (`calls` back-to-back
+// What the standalone CUDA tools in bench/ (igemm_ab, chain_floor, texture_probe) share:
+// exiting on a failed CUDA call, the probes' `--json FILE` argument line, and GPU time per
+// call as bench_dcn measures it (`calls` back-to-back
 // calls captured in one CUDA graph, three warm-up replays, then the median of 15 replays
 // timed by CUDA events, divided by `calls`).
 #pragma once
@@ -7,6 +8,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <vector>
 
 #include <cuda_runtime.h>
@@ -20,6 +22,21 @@
       std::exit(1);                                                                       \
     }                                                                                     \
   } while (0)
+
+// The argument line of a probe that takes only `--json FILE`: sets json_path (or leaves it
+// null) and returns true, or prints the usage and returns false; no CUDA call is made.
+inline bool parse_json_only(int argc, char** argv, const char* tool, const char*& json_path) {
+  json_path = nullptr;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--json") == 0 && i + 1 < argc) {
+      json_path = argv[++i];
+    } else {
+      std::fprintf(stderr, "usage: %s [--json FILE]\n", tool);
+      return false;
+    }
+  }
+  return true;
+}
 
 namespace graph_timing {
 

@@ -93,13 +93,15 @@ def test_ab_timing_tool_times_the_dla34_layers_of_the_bench():
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed: cannot compile the CUDA kernels")
-def test_chain_floor_probe_builds_and_refuses_bad_arguments(tmp_path):
-    # bench/chain_floor.cu (bench/NOTES.md v21e) checks its arguments before any CUDA call.
-    binary = tmp_path / "chain_floor"
+@pytest.mark.parametrize("probe", ["chain_floor", "texture_probe"])
+def test_standalone_probe_builds_and_refuses_bad_arguments(tmp_path, probe):
+    # bench/chain_floor.cu (bench/NOTES.md v21e) and bench/texture_probe.cu (v38) check
+    # their arguments before any CUDA call.
+    binary = tmp_path / probe
     result = subprocess.run(
-        ["nvcc", "-std=c++17", "-O1", "-gencode=arch=compute_90a,code=sm_90a", str(ROOT / "bench/chain_floor.cu"),
+        ["nvcc", "-std=c++17", "-O1", "-gencode=arch=compute_90a,code=sm_90a", str(ROOT / f"bench/{probe}.cu"),
          "-o", str(binary)], capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
     for args in (["--json"], ["--fast"]):
         refused = subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=60)
-        assert refused.returncode == 2 and "usage: chain_floor [--json FILE]" in refused.stderr, (args, refused.stderr)
+        assert refused.returncode == 2 and f"usage: {probe} [--json FILE]" in refused.stderr, (args, refused.stderr)
