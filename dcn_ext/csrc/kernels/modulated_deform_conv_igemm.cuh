@@ -54,8 +54,17 @@
 // Development builds only (bench/NOTES.md v23b), wrong results: the register-A kernel runs
 // only its first DCN_RA_PROBE_STEPS K steps of nine, and gathers only the first
 // DCN_RA_PROBE_CORNERS of each sample's four corners (the others reuse their registers).
+// DCN_RA_MMA_SYNC=1 (v39, right results, slower): each warp multiplies its own rows with
+// mma.sync instead of its warpgroup's wgmma. DCN_RA_PROBE_COALESCED=1 (v39b, wrong results):
+// the gathers read whole lines, the bound of any fix to the fragment layout's half-line loads.
 #ifndef DCN_RA_PROBE_STEPS
 #define DCN_RA_PROBE_STEPS 9
+#endif
+#ifndef DCN_RA_MMA_SYNC
+#define DCN_RA_MMA_SYNC 0
+#endif
+#ifndef DCN_RA_PROBE_COALESCED
+#define DCN_RA_PROBE_COALESCED 0
 #endif
 #ifndef DCN_RA_PROBE_CORNERS
 #define DCN_RA_PROBE_CORNERS 4
@@ -2093,6 +2102,24 @@ struct RaPixel {
 
 template <typename T>
 __device__ __forceinline__ void ra_gather(const char* table, int tap, int r0, int t, RaGathered& g) {
+#if DCN_RA_PROBE_COALESCED
+  // Probe (wrong results): whole-line loads, eight lanes to a corner's line (pixel 4 q +
+  // lane / 8, chunk lane % 8), blended as if they were the lane's own fragment data.
+  const int lane = 4 * r0 + t;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) g.w[r] = reinterpret_cast<const float4*>(table)[tap * 16 + r0 + 8 * r];
+#pragma unroll
+  for (int q = 0; q < 4; ++q) {
+    const int row = tap * 16 + 4 * q + lane / 8;
+    const ulonglong2* where = reinterpret_cast<const ulonglong2*>(table + RaShape::kTaps * 16 * 16) + 2 * row;
+    const ulonglong2 a = where[0], b = where[1];
+    const unsigned long long corner[4] = {a.x, a.y, b.x, b.y};
+#pragma unroll
+    for (int c = 0; c < 4; ++c)
+      g.v[q / 2][q % 2][c] = __ldg(reinterpret_cast<const uint4*>(reinterpret_cast<const T*>(corner[c]) + 8 * (lane % 8)));
+  }
+  return;
+#endif
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const int row = tap * 16 + r0 + 8 * r;
@@ -2245,10 +2272,25 @@ __global__ void __launch_bounds__(RaShape::kThreads, 1) igemm_ra_kernel(GemmPara
       if (tap < K::kTaps) ra_entry(p, px, table, tap, dy[j], dx[j], mk[j]);
       __syncwarp();
     }
-    ra_blend<T>(g[step % 2], a[step % 2]);
+    ra_blend<T>(g[step % 2], a[DCN_RA_MMA_SYNC ? 0 : step % 2]);
 #pragma unroll
     for (int c = 0; c < kCopies; ++c)
       if (kCopyStart[c] == step) mbarrier_wait(&weights_full[c], 0);  // the copy this step reads first
+#if DCN_RA_MMA_SYNC
+    // Probe: each warp multiplies its own 16 rows (mma.sync, B fragments by ldmatrix from the
+    // swizzled image), so no warp waits for the other three of its warpgroup. A warp's A
+    // fragment and accumulators are laid out as mma.sync m16n8k16's: n8 tile i in acc[4 i ..].
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+#pragma unroll
+      for (int np = 0; np < 4; ++np) {
+        const int row = 8 * (2 * np + lane / 16) + lane % 8, chunk = 2 * j + (lane / 8) % 2;
+        uint32_t b[4];
+        ldmatrix_x4(b, smem_b + step * K::BN * kSwizzleRow + swizzled(row, chunk));
+        mma16816<T>(*reinterpret_cast<float(*)[4]>(acc + 8 * np), a[0][j], b);
+        mma16816<T>(*reinterpret_cast<float(*)[4]>(acc + 8 * np + 4), a[0][j], b + 2);
+      }
+#else
     asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 #pragma unroll
     for (int j = 0; j < 4; ++j)
@@ -2256,8 +2298,11 @@ __global__ void __launch_bounds__(RaShape::kThreads, 1) igemm_ra_kernel(GemmPara
     asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
     // The product of step - 1 is done: its fragments may be overwritten next step.
     asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+#endif
   }
+#if !DCN_RA_MMA_SYNC
   asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+#endif
   if (DCN_RA_PROBE_STEPS < K::kTaps) {  // no bulk copy may outlive the block
 #pragma unroll
     for (int c = 0; c < kCopies; ++c) mbarrier_wait(&weights_full[c], 0);
