@@ -2100,6 +2100,16 @@ struct RaPixel {
   int n_img, pix, ho, wo;
 };
 
+// The four corners' addresses of the table entry at `row` ([tap][16 pixels]).
+__device__ __forceinline__ void ra_corners(const char* table, int row, unsigned long long (&corner)[4]) {
+  const ulonglong2* where = reinterpret_cast<const ulonglong2*>(table + RaShape::kTaps * 16 * 16) + 2 * row;
+  const ulonglong2 a = where[0], b = where[1];
+  corner[0] = a.x;
+  corner[1] = a.y;
+  corner[2] = b.x;
+  corner[3] = b.y;
+}
+
 template <typename T>
 __device__ __forceinline__ void ra_gather(const char* table, int tap, int r0, int t, RaGathered& g) {
 #if DCN_RA_PROBE_COALESCED
@@ -2110,23 +2120,19 @@ __device__ __forceinline__ void ra_gather(const char* table, int tap, int r0, in
   for (int r = 0; r < 2; ++r) g.w[r] = reinterpret_cast<const float4*>(table)[tap * 16 + r0 + 8 * r];
 #pragma unroll
   for (int q = 0; q < 4; ++q) {
-    const int row = tap * 16 + 4 * q + lane / 8;
-    const ulonglong2* where = reinterpret_cast<const ulonglong2*>(table + RaShape::kTaps * 16 * 16) + 2 * row;
-    const ulonglong2 a = where[0], b = where[1];
-    const unsigned long long corner[4] = {a.x, a.y, b.x, b.y};
+    unsigned long long corner[4];
+    ra_corners(table, tap * 16 + 4 * q + lane / 8, corner);
 #pragma unroll
     for (int c = 0; c < 4; ++c)
       g.v[q / 2][q % 2][c] = __ldg(reinterpret_cast<const uint4*>(reinterpret_cast<const T*>(corner[c]) + 8 * (lane % 8)));
   }
-  return;
-#endif
+#else
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const int row = tap * 16 + r0 + 8 * r;
     g.w[r] = reinterpret_cast<const float4*>(table)[row];
-    const ulonglong2* where = reinterpret_cast<const ulonglong2*>(table + RaShape::kTaps * 16 * 16) + 2 * row;
-    const ulonglong2 a = where[0], b = where[1];
-    const unsigned long long corner[4] = {a.x, a.y, b.x, b.y};
+    unsigned long long corner[4];
+    ra_corners(table, row, corner);
 #pragma unroll
     for (int h = 0; h < 2; ++h)
 #pragma unroll
@@ -2135,6 +2141,7 @@ __device__ __forceinline__ void ra_gather(const char* table, int tap, int r0, in
                            ? __ldg(reinterpret_cast<const uint4*>(reinterpret_cast<const T*>(corner[c]) + 16 * t + 8 * h))
                            : g.v[r][h][c % DCN_RA_PROBE_CORNERS];
   }
+#endif
 }
 
 // Blends a step's corners into the four k16 fragments of wgmma's A operand.
