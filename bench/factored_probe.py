@@ -17,15 +17,11 @@ It needs a CUDA GPU, nvcc and dcn_ext built in place (for the comparison column)
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-from pathlib import Path
 
-from bench.bench_dcn import gpu_time_us, make_inputs, our_forward, rel_l2
-from bench.dcn_layers import model_layers
+from bench.bench_dcn import gpu_time_us, our_forward, rel_l2
+from bench.probe_cli import SUITES, dla34_fp16_cases, probe_main
 
-SUITES = [(512, 512), (384, 1280)]
 
 # One thread: one output pixel x 8 channels. All 27 offsets and masks first, then every
 # tap's corner weights and addresses, then the 36 corner loads in three groups of 12 (a
@@ -150,55 +146,50 @@ def measure(log=print) -> list:
     import dcn_ext.ops as ops
 
     ext = build_sampler()
-    # Full fp32 accumulation in cuBLAS, as our kernels do.
-    torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = False
     ours, _ = our_forward()
     op, auto = ops.forward_with_algorithm_op(), ops.FORWARD_ALGORITHMS["auto"]
     rows = []
-    for hw in SUITES:
-        for i, layer in enumerate(model_layers("dla_34", hw, 1)):
-            x, off, mask, w, b = make_inputs(layer, torch.float16, 100 + i)
-            n, cin, height, width = x.shape
-            cout = layer.cout
-            x_cl = x.contiguous(memory_format=torch.channels_last)
-            pixels = x_cl.permute(0, 2, 3, 1).reshape(-1, cin)  # a view: [N*H*W, Cin]
-            w_taps = w.permute(1, 2, 3, 0).reshape(cin, 9 * cout).contiguous()  # [Cin, tap*Cout + co]
-            y = torch.empty(n * height * width, 9 * cout, dtype=x.dtype, device="cuda")
-            out = torch.empty(n, cout, height, width, dtype=x.dtype, device="cuda",
-                              memory_format=torch.channels_last)
+    for input_hw, layer, x, off, mask, w, b, x_cl in dla34_fp16_cases(100):
+        n, cin, height, width = x.shape
+        cout = layer.cout
+        pixels = x_cl.permute(0, 2, 3, 1).reshape(-1, cin)  # a view: [N*H*W, Cin]
+        w_taps = w.permute(1, 2, 3, 0).reshape(cin, 9 * cout).contiguous()  # [Cin, tap*Cout + co]
+        y = torch.empty(n * height * width, 9 * cout, dtype=x.dtype, device="cuda")
+        out = torch.empty(n, cout, height, width, dtype=x.dtype, device="cuda",
+                          memory_format=torch.channels_last)
 
-            def gemm():
-                torch.matmul(pixels, w_taps, out=y)
+        def gemm():
+            torch.matmul(pixels, w_taps, out=y)
 
-            def sample():
-                ext.sample(y, off, mask, b, out, height, width, cout)
+        def sample():
+            ext.sample(y, off, mask, b, out, height, width, cout)
 
-            # The GEMM by our own kernel: a 1x1 DCN with zero offsets and 9 Cout outputs
-            # (its channels-last output is y's layout).
-            w_1x1 = w_taps.t().contiguous().view(9 * cout, cin, 1, 1)
-            zero_offset = torch.zeros(n, 2, height, width, dtype=x.dtype, device="cuda")
-            unit_mask = torch.ones(n, 1, height, width, dtype=x.dtype, device="cuda")
-            zero_bias = torch.zeros(9 * cout, dtype=x.dtype, device="cuda")
+        # The GEMM by our own kernel: a 1x1 DCN with zero offsets and 9 Cout outputs
+        # (its channels-last output is y's layout).
+        w_1x1 = w_taps.t().contiguous().view(9 * cout, cin, 1, 1)
+        zero_offset = torch.zeros(n, 2, height, width, dtype=x.dtype, device="cuda")
+        unit_mask = torch.ones(n, 1, height, width, dtype=x.dtype, device="cuda")
+        zero_bias = torch.zeros(9 * cout, dtype=x.dtype, device="cuda")
 
-            def igemm_1x1():
-                return op(x_cl, zero_offset, unit_mask, w_1x1, zero_bias, [1, 1], [0, 0], [1, 1], 1, 1, auto)
+        def igemm_1x1():
+            return op(x_cl, zero_offset, unit_mask, w_1x1, zero_bias, [1, 1], [0, 0], [1, 1], 1, 1, auto)
 
-            gemm()
-            sample()
-            ref = reference(x, off, mask, w, b, 1, 1, 1, 1, 1)
-            y_ours = igemm_1x1().permute(0, 2, 3, 1).reshape(-1, 9 * cout)
-            row = {"input": f"{hw[0]}x{hw[1]}", "layer": layer.name, "cin": cin, "cout": cout,
-                   "hw": f"{height}x{width}", "rel_l2": rel_l2(out, ref),
-                   "igemm_1x1_vs_cublas": rel_l2(y_ours, y.double()),
-                   "empty_launch_us": gpu_time_us(lambda: ext.empty_launch(y)),
-                   "cublas_gemm_us": gpu_time_us(gemm),
-                   "igemm_1x1_us": gpu_time_us(igemm_1x1),
-                   "sampler_us": gpu_time_us(sample),
-                   "gemm_then_sample_us": gpu_time_us(lambda: (gemm(), sample())),
-                   "ours_channels_last_us": gpu_time_us(lambda: ours(x_cl, off, mask, w, b))}
-            rows.append(row)
-            log(f"{row['input']} {layer.name}: gemm+sample {row['gemm_then_sample_us']:.1f} us, "
-                f"ours {row['ours_channels_last_us']:.1f} us")
+        gemm()
+        sample()
+        ref = reference(x, off, mask, w, b, 1, 1, 1, 1, 1)
+        y_ours = igemm_1x1().permute(0, 2, 3, 1).reshape(-1, 9 * cout)
+        row = {"input": input_hw, "layer": layer.name, "cin": cin, "cout": cout,
+               "hw": f"{height}x{width}", "rel_l2": rel_l2(out, ref),
+               "igemm_1x1_vs_cublas": rel_l2(y_ours, y.double()),
+               "empty_launch_us": gpu_time_us(lambda: ext.empty_launch(y)),
+               "cublas_gemm_us": gpu_time_us(gemm),
+               "igemm_1x1_us": gpu_time_us(igemm_1x1),
+               "sampler_us": gpu_time_us(sample),
+               "gemm_then_sample_us": gpu_time_us(lambda: (gemm(), sample())),
+               "ours_channels_last_us": gpu_time_us(lambda: ours(x_cl, off, mask, w, b))}
+        rows.append(row)
+        log(f"{row['input']} {layer.name}: gemm+sample {row['gemm_then_sample_us']:.1f} us, "
+            f"ours {row['ours_channels_last_us']:.1f} us")
     return rows
 
 
@@ -221,22 +212,11 @@ def markdown(rows) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m bench.factored_probe", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True, help="folder for factored_probe.{json,md}")
-    args = parser.parse_args(argv)
-    import torch
-    if not torch.cuda.is_available():
-        print("factored_probe: no CUDA GPU is visible: nothing to measure", file=sys.stderr)
-        return 2
-    rows = measure()
-    table = markdown(rows)
-    print(table)
-    args.out.mkdir(parents=True, exist_ok=True)
-    device = torch.cuda.get_device_name()
-    (args.out / "factored_probe.json").write_text(json.dumps({"device": device, "rows": rows}, indent=1))
-    (args.out / "factored_probe.md").write_text(f"# GEMM-then-sample probe on {device}\n\n{table}\n")
-    return 0
+    def produce(device):
+        rows = measure()
+        return {"rows": rows}, markdown(rows), f"GEMM-then-sample probe on {device}"
 
+    return probe_main(argv, "factored_probe", __doc__.splitlines()[0], produce)
 
 if __name__ == "__main__":
     sys.exit(main())
